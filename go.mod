@@ -1,0 +1,3 @@
+module github.com/iscsifs/iscsifs
+
+go 1.26.8
