@@ -1,0 +1,67 @@
+// Package fusefs exposes iSCSI LUNs as regular files through FUSE, using the
+// node API of github.com/hanwen/go-fuse/v2/fs.
+//
+// The package knows nothing about iSCSI or the block cache: it serves any
+// [File], and cmd/iscsifs wires a cache over a LUN into it. The tree is static:
+// one regular file per [Entry] (intermediate directories come from the entry
+// paths, e.g. one directory per target IQN for a portal mount) and, when
+// [Options.StatusFiles] is set, a read-only ".iscsifs" directory.
+//
+// The files behave like a block device rather than like files on a disk
+// file system:
+//   - the size is the LUN's capacity and cannot change: truncate to another
+//     size gives EINVAL (ftruncate to the current size succeeds, as qemu-img and
+//     others do it), so open(O_TRUNC) fails too (use dd conv=notrunc);
+//   - a write that starts at or past the end gives ENOSPC, a write that
+//     crosses the end is cut short at the end (its next part then gets ENOSPC),
+//     which is what writing to /dev/sdX does; EFBIG would instead claim a
+//     per-file size limit (RLIMIT_FSIZE) that a retry on a bigger device could
+//     pass, and "No space left on device" is the message users know from
+//     block devices;
+//   - read-only LUNs and read-only mounts refuse writes and write opens with
+//     EROFS;
+//   - fsync and fdatasync call [File.Sync]; close calls [File.Flush] for
+//     handles opened for writing, and both report write-back errors as errnos
+//     (the kernel ignores the result of RELEASE, so that is the last chance);
+//   - fallocate(PUNCH_HOLE|KEEP_SIZE) calls [Discarder.Discard].
+package fusefs
+
+import (
+	"context"
+)
+
+// File is one LUN as the mount sees it (cmd/ passes a cache over a LUN).
+// All methods may be called concurrently.
+type File interface {
+	// ReadAt reads len(p) bytes at off. It may return io.EOF with a short
+	// count at the end of the LUN.
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	// WriteAt writes p at off. It must copy p before returning: the FUSE
+	// request buffer is reused as soon as the call returns.
+	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
+	// Flush writes back dirty data (without SYNCHRONIZE CACHE).
+	Flush(ctx context.Context) error
+	// Sync writes back dirty data and makes it durable on the target.
+	Sync(ctx context.Context) error
+	// Size is the capacity in bytes. It is read on every GETATTR; after it
+	// changes, call [Server.NotifySize] so that the kernel forgets the old one.
+	Size() int64
+	// ReadOnly reports a write-protected LUN (or a read-only cache).
+	ReadOnly() bool
+}
+
+// Discarder is implemented by Files that can deallocate a range
+// (SCSI UNMAP or WRITE SAME with UNMAP). fallocate(2) promises that a punched
+// range reads back as zeros, so a File whose LUN does not guarantee that after
+// an unmap (no LBPRZ) should write zeros instead or not implement Discarder.
+type Discarder interface {
+	Discard(ctx context.Context, off, length int64) error
+}
+
+// Entry is one file of the mount.
+type Entry struct {
+	// Path is slash-separated and relative, e.g. "lun1" or
+	// "iqn.2026-11.lab:plain/lun1". Directories are created as needed.
+	Path string
+	File File
+}

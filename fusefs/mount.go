@@ -1,0 +1,237 @@
+package fusefs
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
+)
+
+const (
+	// maxRequestSize is go-fuse's MaxWrite, which also sets max_read and
+	// max_pages: reads and writes of up to 1 MiB reach us as one request
+	// (the go-fuse default is 128 KiB). 1 MiB is the kernel's limit.
+	maxRequestSize = 1 << 20
+	// maxBackground raises the kernel's limit on asynchronous requests in
+	// flight (12 by default), so that many reads can wait on the target at
+	// once.
+	maxBackground = 128
+	// cacheTimeout is how long the kernel may cache entries and attributes.
+	// The tree never changes, and size changes are pushed with NotifySize;
+	// go-fuse would otherwise default to 0 (a LOOKUP per access).
+	cacheTimeout = time.Hour
+)
+
+// Options configure a mount.
+type Options struct {
+	// AllowOther lets other users than the mounting one use the mount (the
+	// allow_other mount option; needs user_allow_other in /etc/fuse.conf for
+	// non-root). The kernel then checks the files' modes (default_permissions
+	// is always set).
+	AllowOther bool
+	// ReadOnly mounts read-only ("ro"): every file is 0444 and any write or
+	// write open fails with EROFS.
+	ReadOnly bool
+	// Logger receives the warnings about failed requests and go-fuse's own
+	// messages. The zero Logger discards everything.
+	Logger zerolog.Logger
+	// FSName is the source column of mount(8) and df(1); "iscsifs" if empty.
+	// The type is always fuse.iscsifs.
+	FSName string
+	// Debug logs every FUSE request and reply at debug level.
+	Debug bool
+	// StatusFiles are served as read-only files under a ".iscsifs" directory
+	// at the top; each function is called on every open of its file.
+	StatusFiles map[string]func() ([]byte, error)
+	// ErrnoMappers turn errors of the Files into errnos; they run in order
+	// before the defaults (see ErrnoMapper).
+	ErrnoMappers []ErrnoMapper
+}
+
+// Server is a mounted tree, from Mount until it is unmounted (by Unmount or
+// from outside, e.g. fusermount3 -u).
+type Server struct {
+	dir      string
+	server   *fuse.Server
+	log      zerolog.Logger
+	mappers  []ErrnoMapper
+	readOnly bool
+	uid, gid uint32
+	start    time.Time
+	luns     map[string]*lunNode // by Entry.Path; written only before serving
+	done     chan struct{}       // closed when the serve loop has ended
+}
+
+// Mount mounts entries at mountpoint and serves them until unmounted. The
+// mountpoint must be an existing directory that is not a mount point already.
+func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
+	if err := checkEntries(entries, opts.StatusFiles); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	dir, err := checkMountpoint(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	m := &Server{
+		dir:      dir,
+		log:      opts.Logger,
+		mappers:  opts.ErrnoMappers,
+		readOnly: opts.ReadOnly,
+		uid:      uint32(os.Geteuid()),
+		gid:      uint32(os.Getegid()),
+		start:    time.Now(),
+		luns:     make(map[string]*lunNode, len(entries)),
+		done:     make(chan struct{}),
+	}
+	root := &dirNode{node: node{m: m}, perm: 0o755}
+	fsOpts := m.fsOptions(opts)
+	fsOpts.OnAdd = func(ctx context.Context) {
+		m.build(ctx, root.EmbeddedInode(), entries, opts.StatusFiles)
+	}
+	server, err := fs.Mount(dir, root, fsOpts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	m.server = server
+	go func() {
+		server.Wait()
+		close(m.done)
+	}()
+	m.log.Info().Str("mountpoint", dir).Int("files", len(entries)).Bool("read_only", opts.ReadOnly).Msg("mounted")
+	return m, nil
+}
+
+// fsOptions are the go-fuse settings; the reasons are in DESIGN.md
+// ("Settings and pitfalls that matter") and next to the constants.
+func (m *Server) fsOptions(opts Options) *fs.Options {
+	timeout := cacheTimeout
+	name := opts.FSName
+	if name == "" {
+		name = "iscsifs"
+	}
+	level := zerolog.WarnLevel
+	if opts.Debug {
+		level = zerolog.DebugLevel
+	}
+	stdlog := log.New(logWriter{log: m.log, level: level}, "", 0)
+	mountOpts := []string{"default_permissions"}
+	if opts.ReadOnly {
+		mountOpts = append(mountOpts, "ro")
+	}
+	return &fs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:    opts.AllowOther,
+			Options:       mountOpts,
+			MaxBackground: maxBackground,
+			MaxWrite:      maxRequestSize,
+			FsName:        name,
+			Name:          "iscsifs",
+			// No xattrs: otherwise the kernel asks for security.capability
+			// before every write.
+			DisableXAttrs: true,
+			Debug:         opts.Debug,
+			Logger:        stdlog,
+			// Reads stay asynchronous (SyncRead false): the kernel may
+			// send many reads of one file at once.
+			//
+			// DIRECT_IO_ALLOW_MMAP (Linux 6.6+) keeps shared mmap working
+			// on our FOPEN_DIRECT_IO files (without it mmap(MAP_SHARED)
+			// fails with ENODEV). ASYNC_DIO lets the kernel split an
+			// O_DIRECT or AIO request larger than 1 MiB into concurrent
+			// requests. go-fuse only keeps the ones the kernel offers.
+			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_ASYNC_DIO,
+		},
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		UID:             m.uid,
+		GID:             m.gid,
+		Logger:          stdlog,
+	}
+}
+
+// logWriter turns go-fuse's log.Logger lines into zerolog events.
+type logWriter struct {
+	log   zerolog.Logger
+	level zerolog.Level
+}
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.WithLevel(w.level).Str("component", "go-fuse").Msg(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Dir is the absolute mountpoint.
+func (m *Server) Dir() string {
+	return m.dir
+}
+
+// Wait returns when the file system has been unmounted, by Unmount or from
+// outside (fusermount3 -u).
+func (m *Server) Wait() {
+	<-m.done
+}
+
+// Unmount unmounts cleanly (it fails while files are open). Flushing dirty
+// data is the caller's job, through the Files, before Unmount. Unmounting an
+// already unmounted file system is not an error.
+func (m *Server) Unmount() error {
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	if err := m.server.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	<-m.done
+	m.log.Info().Str("mountpoint", m.dir).Msg("unmounted")
+	return nil
+}
+
+// NotifySize makes the kernel forget the attributes (and any mmap pages) of
+// the file at path, so that the next stat sees the File's new Size.
+func (m *Server) NotifySize(path string) error {
+	n, ok := m.luns[path]
+	if !ok {
+		return fmt.Errorf("fusefs: no file %q in the mount", path)
+	}
+	switch errno := n.NotifyContent(0, 0); errno {
+	case 0, syscall.ENOENT: // ENOENT: the kernel has never looked it up
+		return nil
+	default:
+		return fmt.Errorf("fusefs: refresh size of %s: %w", path, errno)
+	}
+}
+
+// fillAttr sets what all nodes share: permissions, the mounting user as
+// owner, and the mount time as every timestamp.
+func (m *Server) fillAttr(a *fuse.Attr, perm uint32) {
+	a.Mode = perm
+	a.Uid, a.Gid = m.uid, m.gid
+	a.Nlink = 1
+	a.SetTimes(&m.start, &m.start, &m.start)
+}
+
+// statfs reports the total size of the files in 4 KiB blocks, none free.
+func (m *Server) statfs(out *fuse.StatfsOut) {
+	const bsize = 4096
+	var total int64
+	for _, n := range m.luns {
+		total += n.file.Size()
+	}
+	*out = fuse.StatfsOut{
+		Blocks:  uint64(total / bsize),
+		Files:   uint64(len(m.luns)),
+		Bsize:   bsize,
+		NameLen: maxNameLen,
+		Frsize:  bsize,
+	}
+}

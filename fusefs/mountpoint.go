@@ -1,0 +1,103 @@
+package fusefs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// checkMountpoint returns the absolute, symlink-free form of dir, or an error
+// that says why nothing can be mounted there. fusermount3 happily stacks a
+// second mount on a busy directory, hiding the first one, so refuse that here.
+func checkMountpoint(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("mountpoint %s does not exist", dir)
+	case errors.Is(err, syscall.ENOTCONN):
+		return "", fmt.Errorf("mountpoint %s is a FUSE mount whose server has gone away; unmount it first with fusermount3 -u %s", dir, abs)
+	case err != nil:
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	case !fi.IsDir():
+		return "", fmt.Errorf("mountpoint %s is not a directory", dir)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	busy, err := isMountPoint(real)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if busy {
+		return "", fmt.Errorf("mountpoint %s is busy: a file system is already mounted there (unmount it first, e.g. fusermount3 -u %s)", dir, real)
+	}
+	return real, nil
+}
+
+// isMountPoint reports whether the clean absolute path dir is the root of a
+// mount: its device differs from its parent's, or (for bind mounts and mounts
+// of the same device) /proc/self/mountinfo lists it.
+func isMountPoint(dir string) (bool, error) {
+	if dir == "/" {
+		return true, nil
+	}
+	var st, parent syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return false, err
+	}
+	if err := syscall.Stat(filepath.Dir(dir), &parent); err != nil {
+		return false, err
+	}
+	if st.Dev != parent.Dev {
+		return true, nil
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // no procfs: the device comparison is all we have
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+			return true, nil
+		}
+	}
+	return false, sc.Err()
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space, \011,
+// \012, \134) in a mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
