@@ -32,10 +32,9 @@ type memFile struct {
 
 func newMemFile(size int, seed uint64) *memFile {
 	f := &memFile{data: make([]byte, size), readSizes: map[int]int{}, writeSizes: map[int]int{}}
-	r := rand.New(rand.NewPCG(seed, seed^0x5eed))
-	for i := range f.data {
-		f.data[i] = byte(r.Uint32())
-	}
+	var key [32]byte
+	key[0], key[1] = byte(seed), byte(seed>>8)
+	rand.NewChaCha8(key).Read(f.data)
 	return f
 }
 

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -555,6 +556,7 @@ func TestConcurrentIO(t *testing.T) {
 			}
 			defer fd.Close()
 			r := rand.New(rand.NewPCG(uint64(w), 99))
+			fill := rand.NewChaCha8([32]byte{byte(w)})
 			base := int64(w * region)
 			mine := model[base : base+region] // only this goroutine touches it
 			for range 200 {
@@ -562,9 +564,7 @@ func TestConcurrentIO(t *testing.T) {
 				n := min(1+r.Int64N(300<<10), region-off)
 				buf := make([]byte, n)
 				if r.IntN(2) == 0 {
-					for i := range buf {
-						buf[i] = byte(r.Uint32())
-					}
+					fill.Read(buf)
 					if k, err := fd.WriteAt(buf, base+off); k != len(buf) || err != nil {
 						t.Errorf("worker %d: write %d at %d: %d, %v", w, n, off, k, err)
 						return
@@ -587,5 +587,104 @@ func TestConcurrentIO(t *testing.T) {
 	got, err := os.ReadFile(p)
 	if err != nil || !bytes.Equal(got, model) || !bytes.Equal(f.snapshot(), model) {
 		t.Errorf("final contents differ from the model (%v)", err)
+	}
+}
+
+// TestMountInfo checks what mount(8) shows: the type, the FSName as source,
+// and the options that reach the kernel (max_read for 1 MiB reads,
+// default_permissions, ro).
+func TestMountInfo(t *testing.T) {
+	for _, readOnly := range []bool{false, true} {
+		m, _ := mountT(t, []Entry{{Path: "lun0", File: newMemFile(4096, 23)}},
+			Options{FSName: "iscsi://127.0.0.1/iqn.x/0", ReadOnly: readOnly})
+		info, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Skip(err)
+		}
+		var line string
+		for _, l := range strings.Split(string(info), "\n") {
+			if f := strings.Fields(l); len(f) > 4 && unescapeMountinfo(f[4]) == m.Dir() {
+				line = l
+			}
+		}
+		// ... - fuse.iscsifs SOURCE SUPEROPTS; per-mount options come first.
+		_, after, ok := strings.Cut(line, " - ")
+		f := strings.Fields(after)
+		if !ok || len(f) != 3 {
+			t.Fatalf("no mountinfo line for %s: %q", m.Dir(), line)
+		}
+		if f[0] != "fuse.iscsifs" || f[1] != "iscsi://127.0.0.1/iqn.x/0" {
+			t.Errorf("type %q source %q, want fuse.iscsifs and the FSName", f[0], f[1])
+		}
+		opts := strings.Split(f[2], ",")
+		for _, want := range []string{"max_read=1048576", "default_permissions"} {
+			if !slices.Contains(opts, want) {
+				t.Errorf("mount options %v lack %s", opts, want)
+			}
+		}
+		if slices.Contains(opts, "ro") != readOnly {
+			t.Errorf("read-only %v but mount options are %v", readOnly, opts)
+		}
+	}
+}
+
+// TestParallelWrites checks FOPEN_PARALLEL_DIRECT_WRITES: writes to one file
+// from several threads reach the File at the same time instead of one by one
+// under the inode lock. Reads are checked the same way.
+func TestParallelWrites(t *testing.T) {
+	const parallel = 4
+	for _, op := range []string{"write", "read"} {
+		t.Run(op, func(t *testing.T) {
+			var mu sync.Mutex
+			inside, most := 0, 0
+			all := make(chan struct{})
+			f := &hookedFile{memFile: newMemFile(parallel*mib, 24), before: func(ctx context.Context, got string) error {
+				if got != op {
+					return nil
+				}
+				mu.Lock()
+				inside++
+				most = max(most, inside)
+				if inside == parallel {
+					close(all)
+				}
+				mu.Unlock()
+				select { // wait for the others, or give up: then most < parallel
+				case <-all:
+				case <-time.After(5 * time.Second):
+				}
+				mu.Lock()
+				inside--
+				mu.Unlock()
+				return nil
+			}}
+			_, dir := mountT(t, []Entry{{Path: "lun0", File: f}}, Options{})
+			w, err := os.OpenFile(filepath.Join(dir, "lun0"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			var wg sync.WaitGroup
+			for i := range parallel {
+				wg.Go(func() {
+					buf := make([]byte, 64<<10)
+					var err error
+					if op == "write" {
+						_, err = unix.Pwrite(int(w.Fd()), buf, int64(i)*mib)
+					} else {
+						_, err = unix.Pread(int(w.Fd()), buf, int64(i)*mib)
+					}
+					if err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			mu.Lock() // the kernel orders the File's calls before ours; the race detector cannot see that
+			defer mu.Unlock()
+			if most != parallel {
+				t.Errorf("at most %d %ss reached the File at once, want %d", most, op, parallel)
+			}
+		})
 	}
 }
