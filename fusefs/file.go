@@ -7,6 +7,9 @@
 // paths, e.g. one directory per target IQN for a portal mount) and, when
 // [Options.StatusFiles] is set, a read-only ".iscsifs" directory.
 //
+// [Mount] mounts the tree and returns a [Server]; [Server.Wait] returns when
+// it is unmounted, by [Server.Unmount] or from outside (fusermount3 -u).
+//
 // The files behave like a block device rather than like files on a disk
 // file system:
 //   - the size is the LUN's capacity and cannot change: truncate to another
@@ -19,7 +22,9 @@
 //     pass, and "No space left on device" is the message users know from
 //     block devices;
 //   - read-only LUNs and read-only mounts refuse writes and write opens with
-//     EROFS;
+//     EROFS (files are 0444; with allow_other, a user other than root who
+//     opens a read-only LUN for writing gets EACCES from the kernel's mode
+//     check first, as default_permissions is set);
 //   - fsync and fdatasync call [File.Sync]; close calls [File.Flush] for
 //     handles opened for writing, and both report write-back errors as errnos
 //     (the kernel ignores the result of RELEASE, so that is the last chance);

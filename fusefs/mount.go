@@ -45,7 +45,8 @@ type Options struct {
 	// FSName is the source column of mount(8) and df(1); "iscsifs" if empty.
 	// The type is always fuse.iscsifs.
 	FSName string
-	// Debug logs every FUSE request and reply at debug level.
+	// Debug logs every FUSE request and reply at debug level (Logger's
+	// level must let debug through).
 	Debug bool
 	// StatusFiles are served as read-only files under a ".iscsifs" directory
 	// at the top; each function is called on every open of its file.
