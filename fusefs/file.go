@@ -17,10 +17,10 @@
 //     others do it), so open(O_TRUNC) fails too (use dd conv=notrunc);
 //   - a write that starts at or past the end gives ENOSPC, a write that
 //     crosses the end is cut short at the end (its next part then gets ENOSPC),
-//     which is what writing to /dev/sdX does; EFBIG would instead claim a
-//     per-file size limit (RLIMIT_FSIZE) that a retry on a bigger device could
-//     pass, and "No space left on device" is the message users know from
-//     block devices;
+//     which is what writing to /dev/sdX does, so dd, cp and qemu-img stop as
+//     they do at the end of a disk; EFBIG means "larger than a file size
+//     limit" (RLIMIT_FSIZE, the file system's maximum), which is not the
+//     problem;
 //   - read-only LUNs and read-only mounts refuse writes and write opens with
 //     EROFS (files are 0444; with allow_other, a user other than root who
 //     opens a read-only LUN for writing gets EACCES from the kernel's mode
