@@ -77,3 +77,80 @@ type Raw struct {
 	AHS  []byte
 	Data []byte
 }
+
+var opcodeNames = [64]string{
+	OpNOPOut:       "NOP-Out",
+	OpSCSICommand:  "SCSI Command",
+	OpTaskMgmtReq:  "Task Management Function Request",
+	OpLoginReq:     "Login Request",
+	OpTextReq:      "Text Request",
+	OpDataOut:      "SCSI Data-Out",
+	OpLogoutReq:    "Logout Request",
+	OpSNACKReq:     "SNACK Request",
+	OpNOPIn:        "NOP-In",
+	OpSCSIResponse: "SCSI Response",
+	OpTaskMgmtResp: "Task Management Function Response",
+	OpLoginResp:    "Login Response",
+	OpTextResp:     "Text Response",
+	OpDataIn:       "SCSI Data-In",
+	OpLogoutResp:   "Logout Response",
+	OpR2T:          "Ready To Transfer",
+	OpAsyncMsg:     "Asynchronous Message",
+	OpReject:       "Reject",
+}
+
+// String returns the RFC 7143 name of the opcode, or "opcode 0xNN" for an
+// opcode this package does not know.
+func (op Opcode) String() string {
+	if int(op) < len(opcodeNames) && opcodeNames[op] != "" {
+		return opcodeNames[op]
+	}
+	return "opcode 0x" + hexByte(byte(op))
+}
+
+// hexByte formats b as two lower-case hex digits.
+func hexByte(b byte) string {
+	const digits = "0123456789abcdef"
+	return string([]byte{digits[b>>4], digits[b&0xf]})
+}
+
+// LUN returns the 8-byte LUN field (bytes 8–15). Not every opcode carries a
+// LUN there; see the PDU types.
+func (h *BHS) LUN() [8]byte { return [8]byte(h[8:16]) }
+
+// be is the byte order of every integer field in the BHS.
+var be = binary.BigEndian
+
+// statusSNs reads StatSN, ExpCmdSN and MaxCmdSN (bytes 24–35), where every
+// target PDU that carries them keeps them.
+func (h *BHS) statusSNs() (statSN, expCmdSN, maxCmdSN uint32) {
+	return be.Uint32(h[24:28]), be.Uint32(h[28:32]), be.Uint32(h[32:36])
+}
+
+func (h *BHS) putStatusSNs(statSN, expCmdSN, maxCmdSN uint32) {
+	be.PutUint32(h[24:28], statSN)
+	be.PutUint32(h[28:32], expCmdSN)
+	be.PutUint32(h[32:36], maxCmdSN)
+}
+
+// commandSNs reads CmdSN and ExpStatSN (bytes 24–31) of an initiator request.
+func (h *BHS) commandSNs() (cmdSN, expStatSN uint32) {
+	return be.Uint32(h[24:28]), be.Uint32(h[28:32])
+}
+
+func (h *BHS) putCommandSNs(cmdSN, expStatSN uint32) {
+	be.PutUint32(h[24:28], cmdSN)
+	be.PutUint32(h[28:32], expStatSN)
+}
+
+// tags reads the LUN, ITT and TTT (bytes 8–23) of the PDUs that carry all
+// three there.
+func (h *BHS) tags() (lun [8]byte, itt, ttt uint32) {
+	return h.LUN(), h.ITT(), be.Uint32(h[20:24])
+}
+
+func (h *BHS) putTags(lun [8]byte, itt, ttt uint32) {
+	copy(h[8:16], lun[:])
+	be.PutUint32(h[16:20], itt)
+	be.PutUint32(h[20:24], ttt)
+}
