@@ -372,6 +372,29 @@ func TestHarnessTGTStopWithSession(t *testing.T) {
 	tg.Stop() // stopping twice is fine
 }
 
+func TestHarnessTGTParallelStarts(t *testing.T) {
+	RequireTools(t, "iscsi-ls")
+	var mu sync.Mutex
+	ports := map[int]string{}
+	for i := range 4 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			iqn := fmt.Sprintf("iqn.2026-11.test:parallel%d", i)
+			tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 1 << 20}}})
+			mu.Lock()
+			if other, dup := ports[tg.Port]; dup {
+				t.Errorf("port %d given to %s and %s", tg.Port, other, iqn)
+			}
+			ports[tg.Port] = iqn
+			mu.Unlock()
+			ls := harnessParseLs(harnessMust(t, 20*time.Second, "iscsi-ls", "-s", "-i", LabInitiator, tg.PortalURL()))
+			if len(ls) != 1 || ls[iqn][1] != "DIRECT_ACCESS" {
+				t.Errorf("%s lists %v", tg.Portal, ls)
+			}
+		})
+	}
+}
+
 func TestHarnessTGTStandalone(t *testing.T) {
 	RequireTools(t, tgtTools...)
 	dir := t.TempDir()
@@ -607,6 +630,35 @@ func TestHarnessParseTGTConns(t *testing.T) {
 	}
 	if parseTGTConns("") != nil {
 		t.Fatal("connections in empty output")
+	}
+}
+
+// harnessRecorder records Fatal and Skip instead of ending the test.
+type harnessRecorder struct {
+	*testing.T
+	fatal, skip string
+}
+
+func (r *harnessRecorder) Fatal(args ...any) { r.fatal = fmt.Sprint(args...) }
+func (r *harnessRecorder) Skip(args ...any)  { r.skip = fmt.Sprint(args...) }
+
+func TestHarnessRequireToolsCIRule(t *testing.T) {
+	t.Setenv("CI", "true")
+	r := &harnessRecorder{T: t}
+	RequireTools(r, "no-such-tool-iscsifs", "tgtd")
+	if !strings.Contains(r.fatal, "no-such-tool-iscsifs not found") || r.skip != "" {
+		t.Errorf("CI=true: fatal %q, skip %q", r.fatal, r.skip)
+	}
+	t.Setenv("CI", "")
+	r = &harnessRecorder{T: t}
+	RequireTools(r, "no-such-tool-iscsifs", "tgtd")
+	if !strings.Contains(r.skip, "no-such-tool-iscsifs not found") || r.fatal != "" {
+		t.Errorf("CI unset: fatal %q, skip %q", r.fatal, r.skip)
+	}
+	r = &harnessRecorder{T: t}
+	RequireTools(r, "tgtd", "istgt")
+	if r.skip != "" || r.fatal != "" {
+		t.Errorf("installed tools: fatal %q, skip %q", r.fatal, r.skip)
 	}
 }
 

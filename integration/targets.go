@@ -430,7 +430,11 @@ func (tg *Target) signalRunning(sig syscall.Signal, paused bool) {
 func (tg *Target) Close() error {
 	tg.mu.Lock()
 	defer tg.mu.Unlock()
-	return tg.stopLocked()
+	err := tg.stopLocked()
+	if tg.proc == nil && tg.Port != 0 {
+		releasePort(tg.Port)
+	}
+	return err
 }
 
 // startFresh picks a free port and starts the daemon, retrying on a port collision.
@@ -451,6 +455,7 @@ func (tg *Target) startFresh() error {
 			tg.proc, tg.last = d, d
 			return nil
 		}
+		releasePort(port)
 		if !errors.Is(err, errPortBusy) {
 			return err
 		}
@@ -501,18 +506,40 @@ func (tg *Target) stopLocked() error {
 	return errors.Join(errs...)
 }
 
-// freePort asks the kernel for a free port on 127.0.0.1. The port is free only until
-// somebody else takes it, so the callers retry on a collision.
+// portsInUse holds the ports of this process's Targets, so that two Targets started at
+// the same moment never get the same port from the kernel (and the same tgtd -C number).
+var portsInUse = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// freePort asks the kernel for a free port on 127.0.0.1 and reserves it for this process.
+// The port is free only until somebody else takes it, so the callers retry on a collision.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("pick a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if err := l.Close(); err != nil {
+			return 0, fmt.Errorf("pick a free port: %w", err)
+		}
+		portsInUse.Lock()
+		taken := portsInUse.m[port]
+		portsInUse.m[port] = true
+		portsInUse.Unlock()
+		if !taken {
+			return port, nil
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	return port, nil
+	return 0, errors.New("pick a free port: the kernel keeps returning ports in use")
+}
+
+func releasePort(port int) {
+	portsInUse.Lock()
+	delete(portsInUse.m, port)
+	portsInUse.Unlock()
 }
 
 // readTail returns up to max bytes from the end of the file at path.

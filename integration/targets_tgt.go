@@ -107,6 +107,9 @@ func (tgtOps) checkPortal(tg *Target, d *daemon) error {
 	if d.exited() {
 		return fmt.Errorf("%w: %v", errPortBusy, d.exitError())
 	}
+	if !listensOn(d.pid(), tg.Port) {
+		return fmt.Errorf("%w: tgtd (pid %d) does not listen on %s", errPortBusy, d.pid(), tg.Portal)
+	}
 	want := "Portal: " + tg.Portal + ","
 	for line := range strings.Lines(out) {
 		if strings.HasPrefix(strings.TrimSpace(line), want) {
