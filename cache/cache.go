@@ -1,0 +1,304 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/rs/zerolog"
+)
+
+const (
+	// blockShift sets the cache block size, 256 KiB. It is the default iSCSI
+	// MaxBurstLength (and tgt's), so filling a whole block is one SCSI command
+	// answered in one Data-In sequence; a 1 MiB FUSE read becomes four fetches
+	// issued in parallel; the default 256 MiB cache is 1024 blocks, so the LRU and
+	// its bookkeeping stay small. Partial validity (per logical block) keeps
+	// random reads at the size asked for, so a larger block costs memory on random
+	// workloads but never device bandwidth.
+	blockShift = 18
+	blockSize  = 1 << blockShift
+	blockMask  = blockSize - 1
+
+	minSectorSize = 512
+	maxSectors    = blockSize / minSectorSize
+
+	// minBuffers is the smallest number of block buffers a cache gets whatever
+	// Options.Size says, so that a request spanning two blocks always fits in half.
+	minBuffers = 4
+	// maxChunkBlocks bounds how many blocks one request pins at a time.
+	maxChunkBlocks = 16
+	// maxCoalesce bounds one coalesced write-back request (and a staging buffer).
+	maxCoalesce = 1 << 20
+	// maxStaging bounds the staging buffers: at most 4 MiB of fixed overhead.
+	maxStaging = 4
+
+	// retryDelay is how long the flusher waits after a failed pass before it
+	// lets eviction or the dirty threshold start another one.
+	retryDelay = 100 * time.Millisecond
+)
+
+// Stats are counters and gauges of a Cache.
+type Stats struct {
+	Hits             int64 // ReadAt calls served without waiting for the device
+	Misses           int64 // ReadAt calls that waited for (or issued) a device read
+	DeviceReads      int64 // device read requests issued
+	DeviceReadBytes  int64
+	DeviceWrites     int64 // device write requests issued
+	DeviceWriteBytes int64
+	ReadAheadBytes   int64 // bytes fetched by read-ahead
+	ReadAheadWindow  int64 // current largest read-ahead window of a stream
+	DirtyBytes       int64 // bytes newer than the device, write-back in flight included
+	CachedBytes      int64 // clean valid bytes held
+	Evictions        int64 // blocks evicted to make room
+	WritebackErrors  int64 // failed device writes during write-back
+	BufferBytes      int64 // memory held in block and staging buffers
+}
+
+type counters struct {
+	hits, misses               atomic.Int64
+	devReads, devReadBytes     atomic.Int64
+	devWrites, devWriteBytes   atomic.Int64
+	readAheadBytes             atomic.Int64
+	evictions, writebackErrors atomic.Int64
+}
+
+// Cache is a block cache in front of a Device. All methods are safe for
+// concurrent use.
+type Cache struct {
+	dev          Device
+	log          zerolog.Logger
+	size         int64
+	ss           int  // logical block size
+	ssShift      uint // log2(ss)
+	maxBufs      int
+	chunkBlocks  int
+	maxRA        int64
+	writeThrough bool
+	interval     time.Duration
+	dirtyLimit   int64 // writers wait above this many dirty bytes
+	dirtyKick    int64 // the flusher starts above this many dirty bytes
+
+	sem    chan struct{} // device request slots (Options.Parallel)
+	wbSem  chan struct{} // one write-back pass at a time
+	kick   chan struct{} // wakes the flusher
+	stop   chan struct{} // stops the flusher
+	bg     context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // fetch goroutines and the flusher
+
+	closeMu sync.RWMutex // held shared by every operation, exclusively by Close
+	closed  bool
+
+	mu          sync.Mutex
+	lru         *simplelru.LRU[int64, *block]
+	free        [][]byte // recycled block buffers
+	nbufs       int      // block buffers allocated (in blocks or free)
+	bufsMade    int      // block buffers ever allocated (tests check the bound)
+	stageFree   [][]byte
+	stageMade   int
+	maxStage    int
+	dirtyBlocks map[int64]*block // blocks with dirty (not yet grabbed) sectors
+	validBytes  int64
+	dirtyBytes  int64         // dirty plus wb sectors
+	memCh       chan struct{} // closed when a buffer may have become available
+	dirtyCh     chan struct{} // closed when dirty bytes went down
+	bgErr       error         // first background write-back error not yet reported
+
+	smu     sync.Mutex
+	streams [maxStreams]stream
+	tick    uint64
+
+	st counters
+}
+
+// New returns a cache in front of dev. It starts a flusher goroutine: call Close.
+func New(dev Device, opts Options) (*Cache, error) {
+	if dev == nil {
+		return nil, errors.New("cache: nil device")
+	}
+	ss := dev.BlockSize()
+	if ss < minSectorSize || ss > blockSize || ss&(ss-1) != 0 {
+		return nil, fmt.Errorf("cache: unsupported logical block size %d", ss)
+	}
+	size := dev.Size()
+	if size < 0 || size%int64(ss) != 0 {
+		return nil, fmt.Errorf("cache: device size %d is not a multiple of its block size %d", size, ss)
+	}
+	if opts.Size <= 0 {
+		opts.Size = DefaultSize
+	}
+	if opts.ReadAhead < 0 {
+		return nil, fmt.Errorf("cache: negative read-ahead %d", opts.ReadAhead)
+	}
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = DefaultFlushInterval
+	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = DefaultParallel
+	}
+	maxBufs := int(max(opts.Size/blockSize, minBuffers))
+	mem := int64(maxBufs) * blockSize
+	lru, err := simplelru.NewLRU[int64, *block](maxBufs+1, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		dev:          dev,
+		log:          opts.Logger,
+		size:         size,
+		ss:           ss,
+		ssShift:      uint(bits.TrailingZeros(uint(ss))),
+		maxBufs:      maxBufs,
+		chunkBlocks:  min(maxChunkBlocks, maxBufs/2),
+		maxRA:        min(opts.ReadAhead, mem/4),
+		writeThrough: opts.WriteThrough,
+		interval:     opts.FlushInterval,
+		dirtyLimit:   mem * 3 / 4,
+		dirtyKick:    mem * 3 / 8,
+		sem:          make(chan struct{}, opts.Parallel),
+		wbSem:        make(chan struct{}, 1),
+		kick:         make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+		lru:          lru,
+		maxStage:     min(maxStaging, max(1, maxBufs/16)),
+		dirtyBlocks:  make(map[int64]*block),
+	}
+	c.bg, c.cancel = context.WithCancel(context.Background())
+	c.wg.Add(1)
+	go c.flusher()
+	return c, nil
+}
+
+// Size returns the size of the device in bytes.
+func (c *Cache) Size() int64 { return c.size }
+
+// BlockSize returns the logical block size of the device.
+func (c *Cache) BlockSize() int { return c.ss }
+
+// enter admits an operation; leave must follow when it returns true.
+func (c *Cache) enter() bool {
+	c.closeMu.RLock()
+	if c.closed {
+		c.closeMu.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (c *Cache) leave() { c.closeMu.RUnlock() }
+
+// acquire takes a device request slot.
+func (c *Cache) acquire(ctx context.Context) error {
+	select {
+	case c.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Cache) release() { <-c.sem }
+
+// waitChan returns the channel *p, creating it: waiters block on it until
+// notify closes it.
+func waitChan(p *chan struct{}) chan struct{} {
+	if *p == nil {
+		*p = make(chan struct{})
+	}
+	return *p
+}
+
+func notify(p *chan struct{}) {
+	if *p != nil {
+		close(*p)
+		*p = nil
+	}
+}
+
+// wait blocks until ch is closed or ctx is done.
+func wait(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	s := Stats{
+		Hits:             c.st.hits.Load(),
+		Misses:           c.st.misses.Load(),
+		DeviceReads:      c.st.devReads.Load(),
+		DeviceReadBytes:  c.st.devReadBytes.Load(),
+		DeviceWrites:     c.st.devWrites.Load(),
+		DeviceWriteBytes: c.st.devWriteBytes.Load(),
+		ReadAheadBytes:   c.st.readAheadBytes.Load(),
+		Evictions:        c.st.evictions.Load(),
+		WritebackErrors:  c.st.writebackErrors.Load(),
+	}
+	c.mu.Lock()
+	s.DirtyBytes = c.dirtyBytes
+	s.CachedBytes = c.validBytes - c.dirtyBytes
+	s.BufferBytes = int64(c.nbufs)*blockSize + int64(c.stageMade)*maxCoalesce
+	c.mu.Unlock()
+	s.ReadAheadWindow = c.readAheadWindow()
+	return s
+}
+
+// Invalidate drops clean data (e.g. after the device reconnected); dirty data
+// is kept. Blocks in use are dropped when their last user lets go, and new users
+// wait for that, so no read that starts after Invalidate sees the old data.
+func (c *Cache) Invalidate() {
+	c.mu.Lock()
+	for _, b := range c.lru.Values() {
+		if b.refs > 0 {
+			b.stale = true
+		} else {
+			c.applyStaleLocked(b)
+		}
+	}
+	c.mu.Unlock()
+	c.resetStreams()
+}
+
+// Close writes back every dirty range, stops the flusher and waits for every
+// goroutine of the cache. It waits for operations in progress to finish; later
+// calls of any method return ErrClosed. If the final write-back fails the error
+// is returned and the dirty data is lost with the cache.
+func (c *Cache) Close(ctx context.Context) error {
+	c.closeMu.Lock()
+	if c.closed {
+		c.closeMu.Unlock()
+		return ErrClosed
+	}
+	c.closed = true
+	c.closeMu.Unlock()
+
+	close(c.stop)
+	err := c.flush(ctx)
+	c.cancel()
+	c.wg.Wait()
+
+	c.mu.Lock()
+	if c.dirtyBytes > 0 {
+		c.log.Error().Int64("dirty_bytes", c.dirtyBytes).Msg("cache closed with data not written back")
+	}
+	c.free, c.stageFree = nil, nil
+	c.lru.Purge()
+	clear(c.dirtyBlocks)
+	c.mu.Unlock()
+	return err
+}
