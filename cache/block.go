@@ -3,7 +3,13 @@ package cache
 import (
 	"context"
 	"sync"
+	"time"
 )
+
+// raProtect is how long read-ahead nobody has read yet is passed over by
+// eviction, as long as such blocks fill at most half the cache: random reads
+// churning through the cache must not evict what a stream is about to read.
+const raProtect = 2 * time.Second
 
 // block is one cache block: a blockSize window of the device and its buffer.
 type block struct {
@@ -20,11 +26,12 @@ type block struct {
 	// subsets of valid.
 	valid, dirty, wb, fetching bitmap
 
-	fetches   []*fetch // device reads in flight into buf
-	refs      int      // pins: requests, fetches and write-back pieces using buf
-	stale     bool     // Invalidate ran while pinned: drop clean sectors at the last unpin
-	reclaim   bool     // eviction wanted this dirty block: free it once it is clean
-	readahead bool     // filled by read-ahead and not read yet: one more trip round the LRU
+	fetches   []*fetch      // device reads in flight into buf
+	refs      int           // pins: requests, fetches and write-back pieces using buf
+	stale     bool          // Invalidate ran while pinned: drop clean sectors at the last unpin
+	reclaim   bool          // eviction wanted this dirty block: free it once it is clean
+	readahead bool          // filled by read-ahead and not read yet (see raProtect)
+	raAt      time.Duration // when read-ahead filled it, since Cache.epoch
 	ch        chan struct{}
 }
 
@@ -97,14 +104,23 @@ func (c *Cache) takeBufLocked() []byte {
 		return make([]byte, blockSize)
 	}
 	flush := false
+	protect := c.raBlocks <= c.maxBufs/2
+	var now time.Duration
+	var spare *block // the oldest protected read-ahead passed over
 	for range c.lru.Len() {
 		idx, b, _ := c.lru.GetOldest()
 		if evictableLocked(b) {
-			if b.readahead {
-				// Read-ahead not consumed yet: give it one more round.
-				b.readahead = false
-				c.lru.Get(idx)
-				continue
+			if b.readahead && protect {
+				if now == 0 {
+					now = time.Since(c.epoch)
+				}
+				if now-b.raAt < raProtect {
+					if spare == nil {
+						spare = b
+					}
+					c.lru.Get(idx)
+					continue
+				}
 			}
 			c.st.evictions.Add(1)
 			return c.detachLocked(b)
@@ -118,12 +134,35 @@ func (c *Cache) takeBufLocked() []byte {
 	if flush {
 		c.kickFlusher()
 	}
+	if spare != nil {
+		// Nothing else to evict: read-ahead goes rather than making anyone wait.
+		c.st.evictions.Add(1)
+		return c.detachLocked(spare)
+	}
 	return nil
+}
+
+// readAheadDoneLocked marks b as filled by read-ahead not read yet.
+func (c *Cache) readAheadDoneLocked(b *block) {
+	if !b.readahead {
+		b.readahead = true
+		c.raBlocks++
+	}
+	b.raAt = time.Since(c.epoch)
+}
+
+// consumedLocked notes that b has been read (or lost its read-ahead).
+func (c *Cache) consumedLocked(b *block) {
+	if b.readahead {
+		b.readahead = false
+		c.raBlocks--
+	}
 }
 
 // detachLocked removes an unpinned clean block from the cache and returns its buffer.
 func (c *Cache) detachLocked(b *block) []byte {
 	c.lru.Remove(b.idx)
+	c.consumedLocked(b)
 	c.validBytes -= c.bytes(b.valid.count(0, b.nsec))
 	b.valid = bitmap{}
 	buf := b.buf
@@ -144,7 +183,7 @@ func (c *Cache) applyStaleLocked(b *block) {
 	keep := b.dirty.or(&b.wb)
 	c.validBytes -= c.bytes(b.valid.count(0, b.nsec) - keep.count(0, b.nsec))
 	b.valid = keep
-	b.readahead = false
+	c.consumedLocked(b)
 	if b.valid.empty() {
 		c.freeBlockLocked(b)
 	}
@@ -188,10 +227,10 @@ func (c *Cache) unpinSegs(segs []segment) {
 // nothing: when buffers are short it pins nothing and waits (without holding
 // any pin, so requests cannot deadlock on each other). On success it returns
 // with c.mu held.
-func (c *Cache) pinLocked(ctx context.Context, segs []segment, reader bool) error {
+func (c *Cache) pinLocked(ctx context.Context, segs []segment) error {
 	c.mu.Lock()
 	for {
-		ch := c.tryPinLocked(segs, reader)
+		ch := c.tryPinLocked(segs)
 		if ch == nil {
 			return nil
 		}
@@ -205,7 +244,7 @@ func (c *Cache) pinLocked(ctx context.Context, segs []segment, reader bool) erro
 
 // tryPinLocked pins every block of segs or none; when it cannot, it returns a
 // channel to wait on before trying again.
-func (c *Cache) tryPinLocked(segs []segment, reader bool) chan struct{} {
+func (c *Cache) tryPinLocked(segs []segment) chan struct{} {
 	missing := 0
 	for i := range segs {
 		s := &segs[i]
@@ -221,9 +260,6 @@ func (c *Cache) tryPinLocked(segs []segment, reader bool) chan struct{} {
 		}
 		b.refs++
 		b.reclaim = false
-		if reader {
-			b.readahead = false
-		}
 		s.b = b
 	}
 	if missing == 0 {

@@ -104,6 +104,8 @@ type Cache struct {
 	stageMade   int
 	maxStage    int
 	dirtyBlocks map[int64]*block // blocks with dirty (not yet grabbed) sectors
+	raBlocks    int              // blocks holding read-ahead not read yet
+	epoch       time.Time
 	validBytes  int64
 	dirtyBytes  int64         // dirty plus wb sectors
 	memCh       chan struct{} // closed when a buffer may have become available
@@ -168,6 +170,7 @@ func New(dev Device, opts Options) (*Cache, error) {
 		lru:          lru,
 		maxStage:     min(maxStaging, max(1, maxBufs/16)),
 		dirtyBlocks:  make(map[int64]*block),
+		epoch:        time.Now(),
 	}
 	c.bg, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)

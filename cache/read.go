@@ -80,7 +80,7 @@ func (c *Cache) runFetch(f *fetch) {
 		b.valid.set(f.s0, f.s1)
 		c.validBytes += int64(len(p))
 		if f.ra {
-			b.readahead = true
+			c.readAheadDoneLocked(b)
 		}
 	}
 	if i := slices.Index(b.fetches, f); i >= 0 {
@@ -147,7 +147,7 @@ func (c *Cache) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 func (c *Cache) readChunk(ctx context.Context, p []byte, off int64, ra raRange) (bool, error) {
 	var arr [maxChunkBlocks]segment
 	segs := split(off, len(p), arr[:0])
-	if err := c.pinLocked(ctx, segs, true); err != nil {
+	if err := c.pinLocked(ctx, segs); err != nil {
 		return false, err
 	}
 	hit := true
@@ -191,7 +191,12 @@ func (c *Cache) readChunk(ctx context.Context, p []byte, off int64, ra raRange) 
 		s.b.dm.RUnlock()
 		pos += s.n
 	}
-	c.unpinSegs(segs)
+	c.mu.Lock()
+	for i := range segs {
+		c.consumedLocked(segs[i].b)
+	}
+	c.unpinSegsLocked(segs)
+	c.mu.Unlock()
 	return hit, nil
 }
 

@@ -4,8 +4,9 @@ const (
 	// maxStreams is how many sequential streams are tracked at once (several
 	// dd's, a copy and its verify pass, FUSE readers of different files...).
 	maxStreams = 8
-	// initialReadAhead is the first window of a stream; it doubles each time
-	// the reader has consumed half of what was read ahead.
+	// initialReadAhead is the first window of a stream (or twice the read
+	// size if larger); it doubles each time the reader has consumed half of what
+	// was read ahead.
 	initialReadAhead = 128 << 10
 	// seqToStart is how many reads must continue a stream exactly before read-ahead
 	// starts, so that random reads that happen to touch never trigger it.
@@ -50,7 +51,7 @@ func (c *Cache) detectStream(off, end int64) raRange {
 			lo, hi = s.next-s.win-blockSize, s.next+blockSize
 		}
 		if off >= lo && off <= hi {
-			return c.advanceStream(i, end)
+			return c.advanceStream(i, end, end-off)
 		}
 	}
 	for i := range c.streams {
@@ -68,8 +69,8 @@ func (c *Cache) detectStream(off, end int64) raRange {
 	return raRange{}
 }
 
-// advanceStream moves stream i past a read ending at end.
-func (c *Cache) advanceStream(i int, end int64) raRange {
+// advanceStream moves stream i past a read of n bytes ending at end.
+func (c *Cache) advanceStream(i int, end, n int64) raRange {
 	s := &c.streams[i]
 	s.used = c.tick
 	if end <= s.next {
@@ -82,7 +83,7 @@ func (c *Cache) advanceStream(i int, end int64) raRange {
 	}
 	switch {
 	case s.win == 0:
-		s.win = min(initialReadAhead, c.maxRA)
+		s.win = min(max(initialReadAhead, 2*n), c.maxRA)
 	case s.raEnd-end >= s.win/2:
 		return raRange{} // still enough read ahead
 	default:

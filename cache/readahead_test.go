@@ -123,3 +123,32 @@ func equalInts(a, b []int64) bool {
 	}
 	return true
 }
+
+// TestRandomReadsKeepReadAhead: random reads churning through a small cache
+// evict other clean data, not the read-ahead a stream has yet to consume.
+func TestRandomReadsKeepReadAhead(t *testing.T) {
+	dev, data := newTestDev(t, 64*mib, 512, 33)
+	c := newCache(t, dev, Options{Size: 4 * mib, ReadAhead: mib})
+	rng := newRand(11)
+	slots := rng.Perm(32 * mib / blockSize)
+	random := 0
+	for off := int64(0); off < 8*mib; off += 64 * kib {
+		if got := readAt(t, c, off, 64*kib); !bytes.Equal(got, data[off:off+64*kib]) {
+			t.Fatalf("wrong data at %d", off)
+		}
+		// Four random reads, each in a cache block of its own.
+		for range 4 {
+			roff := 32*mib + int64(slots[random%len(slots)])*blockSize + 4096
+			random++
+			readAt(t, c, roff, 4096)
+		}
+	}
+	s := c.Stats()
+	seq := s.DeviceReadBytes - int64(random)*4096
+	if seq > 8*mib+mib+blockSize {
+		t.Errorf("the stream's region was read %d bytes from the device for 8 MiB: read-ahead evicted before use", seq)
+	}
+	if s.Evictions < int64(random)/2 {
+		t.Errorf("only %d evictions: the test did not churn the cache", s.Evictions)
+	}
+}

@@ -56,7 +56,7 @@ func (c *Cache) writeChunk(ctx context.Context, p []byte, off int64) error {
 	}
 	var arr [maxChunkBlocks]segment
 	segs := split(off, len(p), arr[:0])
-	if err := c.pinLocked(ctx, segs, false); err != nil {
+	if err := c.pinLocked(ctx, segs); err != nil {
 		return err
 	}
 	mask := int64(c.ss - 1)
