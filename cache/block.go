@@ -32,7 +32,7 @@ type block struct {
 	reclaim   bool          // eviction wanted this dirty block: free it once it is clean
 	readahead bool          // filled by read-ahead and not read yet (see raProtect)
 	raAt      time.Duration // when read-ahead filled it, since Cache.epoch
-	ch        chan struct{}
+	ch        chan struct{} // closed when the state above changes; waiters then look again
 }
 
 // segment is the part of a request that falls in one block.

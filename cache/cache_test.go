@@ -574,3 +574,44 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestReadDuringWriteback: while write-back is stalled in the device, reads
+// see the latest data, writes elsewhere in the same block go ahead, and a write
+// over the sectors being written back waits for it, then is written too.
+func TestReadDuringWriteback(t *testing.T) {
+	dev, data := newTestDev(t, 4*mib, 512, 27)
+	c := newCache(t, dev, Options{Size: 4 * mib, FlushInterval: time.Hour})
+	ctx := context.Background()
+	first := pattern(8192, 28)
+	writeAt(t, c, first, 4096)
+	open := gate(&dev.writeGate)
+	flushed := make(chan error)
+	go func() { flushed <- c.Flush(ctx) }()
+	waitFor(t, func() bool { return dev.inflight.Load() == 1 })
+
+	if got := readAt(t, c, 4096, 8192); !bytes.Equal(got, first) {
+		t.Error("read during write-back: not the latest data")
+	}
+	other := pattern(1000, 29)
+	writeAt(t, c, other, 64*kib+3) // same block, other sectors: no wait
+	over := pattern(100, 30)
+	overDone := make(chan struct{})
+	go func() {
+		writeAt(t, c, over, 4096+50)
+		close(overDone)
+	}()
+	select {
+	case <-overDone:
+		t.Fatal("a write over sectors being written back did not wait")
+	case <-time.After(20 * time.Millisecond):
+	}
+	open()
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	<-overDone
+	copy(data[4096:], first)
+	copy(data[64*kib+3:], other)
+	copy(data[4096+50:], over)
+	verify(t, c, dev, data)
+}

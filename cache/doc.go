@@ -18,6 +18,29 @@
 // across block boundaries. Only clean, unpinned blocks are evicted; dirty blocks
 // at the cold end are marked for reclaim, written back by the flusher, then freed.
 //
+// # Read-ahead
+//
+// Up to eight streams are tracked by the offset their next read is expected
+// at. A read that continues no stream starts a candidate and fetches only what
+// it asked for; after two reads that continue it exactly, the stream gets a
+// window of 128 KiB (or twice the read size), doubled each time the reader has
+// used half of what was read ahead, up to Options.ReadAhead. A jump near an
+// established stream halves its window. Read-ahead fetches are asynchronous,
+// whole-block where possible, bounded by Options.Parallel, never wait for
+// memory, and are shared with the readers that arrive while they are in
+// flight. Blocks filled by read-ahead and not read yet are passed over by
+// eviction for a while (see raProtect) so random readers do not evict them.
+//
+// # Write-back
+//
+// Dirty logical blocks are written back on Flush/Sync, by the flusher on the
+// FlushInterval timer, when dirty bytes pass 3/8 of the cache, when eviction
+// meets dirty blocks, and on Close. A pass takes every dirty run in device
+// order, coalesces adjacent runs (across blocks, through a staging buffer) into
+// writes of up to 1 MiB and issues them in parallel. Failed runs become dirty
+// again and the error is reported by the next Flush. Writers wait (back-pressure)
+// while dirty bytes would pass 3/4 of the cache.
+//
 // # Locking
 //
 // Cache.mu guards the LRU, every bitmap, pin counts, fetch lists and
