@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/iscsifs/iscsifs/initiator"
+)
+
+// run executes the command line and returns the exit status. Errors are
+// printed as one line on stderr, never as a stack trace.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	if err := app.Run(args); err != nil {
+		if msg := oneLine(err); msg != "" {
+			fmt.Fprintf(stderr, "iscsifs: %s\n", msg)
+		}
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && ec.ExitCode() != 0 {
+			return ec.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:                 "iscsifs",
+		Usage:                "a pure-Go iSCSI initiator: discover targets, list LUNs, mount them as files",
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		EnableBashCompletion: false,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run prints errors itself
+		Commands: []*cli.Command{
+			discoverCommand(),
+			lsCommand(),
+			mountCommand(),
+		},
+	}
+}
+
+// commonFlags are accepted by every command that talks to a target.
+func commonFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "initiator-name", Usage: "our iSCSI name (IQN)", Value: initiator.DefaultInitiatorName, EnvVars: []string{"ISCSIFS_INITIATOR_NAME"}},
+		&cli.StringFlag{Name: "chap-user", Usage: "CHAP user name"},
+		&cli.StringFlag{Name: "chap-secret", Usage: "CHAP secret (visible in ps: prefer --chap-secret-file or ISCSIFS_CHAP_SECRET)"},
+		&cli.StringFlag{Name: "chap-secret-file", Usage: "file holding the CHAP secret"},
+		&cli.StringFlag{Name: "mutual-user", Usage: "the target's CHAP user name for mutual CHAP"},
+		&cli.StringFlag{Name: "mutual-secret", Usage: "the target's CHAP secret for mutual CHAP"},
+		&cli.StringFlag{Name: "mutual-secret-file", Usage: "file holding the target's CHAP secret"},
+		&cli.StringFlag{Name: "chap-algorithms", Usage: "CHAP algorithms in preference order (sha3-256,sha256,sha1,md5)", Value: "md5"},
+		&cli.StringFlag{Name: "header-digest", Usage: "none, crc32c, prefer-crc32c", Value: "none"},
+		&cli.StringFlag{Name: "data-digest", Usage: "none, crc32c, prefer-crc32c", Value: "none"},
+		&cli.DurationFlag{Name: "timeout", Usage: "login and command timeout", Value: 30 * time.Second},
+		&cli.DurationFlag{Name: "replacement-timeout", Usage: "how long I/O waits for a lost session to come back", Value: 120 * time.Second},
+		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn, error", Value: "info"},
+		&cli.StringFlag{Name: "log-format", Usage: "console or json (default: console on a terminal, json otherwise)"},
+	}
+}
+
+// newLogger builds the zerolog logger from --log-level and --log-format.
+func newLogger(c *cli.Context) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(c.String("log-level"))
+	if err != nil || c.String("log-level") == "" {
+		return zerolog.Nop(), fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	}
+	var w io.Writer = c.App.ErrWriter
+	format := c.String("log-format")
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "console"
+		}
+	}
+	switch format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Nop(), fmt.Errorf("--log-format %q: want console or json", format)
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// prepare builds the logger and the session configuration of a command.
+func prepare(c *cli.Context, u *initiator.URL) (zerolog.Logger, initiator.Config, error) {
+	log, err := newLogger(c)
+	if err != nil {
+		return log, initiator.Config{}, err
+	}
+	cfg, err := sessionConfig(c, u, log)
+	return log, cfg, err
+}
+
+// sessionConfig turns the flags, the URL and the environment into the
+// initiator's configuration: flags win over the URL, the URL over the
+// environment.
+func sessionConfig(c *cli.Context, u *initiator.URL, log zerolog.Logger) (initiator.Config, error) {
+	var cfg initiator.Config
+	cfg.InitiatorName = c.String("initiator-name")
+	cfg.Negotiation = initiator.DefaultNegotiationConfig()
+	creds, err := credentials(c, u)
+	if err != nil {
+		return cfg, err
+	}
+	if creds.Secret != "" && initiator.WeakSecret(creds.Secret) {
+		log.Warn().Msg("CHAP secret is shorter than 12 bytes (RFC 7143 §9.2.1 asks for at least 96 bits)")
+	}
+	if err := creds.Validate(); err != nil {
+		return cfg, err
+	}
+	cfg.Credentials = creds
+	algs, err := initiator.ParseCHAPAlgorithms(c.String("chap-algorithms"))
+	if err != nil {
+		return cfg, fmt.Errorf("--chap-algorithms: %w", err)
+	}
+	if u != nil && len(u.CHAPAlgorithms) > 0 && !c.IsSet("chap-algorithms") {
+		algs = u.CHAPAlgorithms
+	}
+	cfg.CHAPAlgorithms = algs
+	hd := c.String("header-digest")
+	if u != nil && u.HeaderDigest != "" && !c.IsSet("header-digest") {
+		hd = u.HeaderDigest
+	}
+	if cfg.Negotiation.HeaderDigest, err = initiator.ParseDigestPolicy(hd); err != nil {
+		return cfg, fmt.Errorf("--header-digest: %w", err)
+	}
+	dd := c.String("data-digest")
+	if u != nil && u.DataDigest != "" && !c.IsSet("data-digest") {
+		dd = u.DataDigest
+	}
+	if cfg.Negotiation.DataDigest, err = initiator.ParseDigestPolicy(dd); err != nil {
+		return cfg, fmt.Errorf("--data-digest: %w", err)
+	}
+	cfg.LoginTimeout = c.Duration("timeout")
+	cfg.Logger = log
+	return cfg, nil
+}
+
+// credentials picks each credential from its flag, its file, the URL, or the
+// environment (ISCSIFS_CHAP_USER ...), in that order.
+func credentials(c *cli.Context, u *initiator.URL) (initiator.Credentials, error) {
+	pick := func(flag, file, fromURL, env string) (string, error) {
+		if c.IsSet(flag) {
+			return c.String(flag), nil
+		}
+		if file != "" && c.String(file) != "" {
+			b, err := os.ReadFile(c.String(file))
+			if err != nil {
+				return "", fmt.Errorf("--%s: %w", file, err)
+			}
+			return strings.TrimRight(string(b), "\r\n"), nil
+		}
+		if fromURL != "" {
+			return fromURL, nil
+		}
+		return os.Getenv(env), nil
+	}
+	var cr initiator.Credentials
+	var fromURL initiator.Credentials
+	if u != nil {
+		fromURL = u.Credentials()
+	}
+	var err error
+	if cr.User, err = pick("chap-user", "", fromURL.User, "ISCSIFS_CHAP_USER"); err != nil {
+		return cr, err
+	}
+	if cr.Secret, err = pick("chap-secret", "chap-secret-file", fromURL.Secret, "ISCSIFS_CHAP_SECRET"); err != nil {
+		return cr, err
+	}
+	if cr.MutualUser, err = pick("mutual-user", "", fromURL.MutualUser, "ISCSIFS_MUTUAL_USER"); err != nil {
+		return cr, err
+	}
+	if cr.MutualSecret, err = pick("mutual-secret", "mutual-secret-file", fromURL.MutualSecret, "ISCSIFS_MUTUAL_SECRET"); err != nil {
+		return cr, err
+	}
+	return cr, nil
+}
+
+// signalContext is cancelled on SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// parseURLArg parses the command's single URL argument.
+func parseURLArg(c *cli.Context, what string) (*initiator.URL, error) {
+	if c.NArg() != 1 {
+		return nil, fmt.Errorf("%s: want exactly one argument, %s", c.Command.Name, what)
+	}
+	return initiator.ParseURL(c.Args().First())
+}

@@ -1,0 +1,209 @@
+package initiator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/iscsifs/iscsifs/initiator/pdu"
+	"github.com/iscsifs/iscsifs/initiator/scsi"
+)
+
+// Command is one SCSI command. At most one of Read and Write is set: Read is
+// the Data-In buffer (its length is the expected transfer length), Write the
+// data to send.
+type Command struct {
+	LUN   uint64
+	CDB   []byte
+	Read  []byte
+	Write []byte
+}
+
+// Response is how a SCSI command ended at the target.
+type Response struct {
+	Status      scsi.Status
+	Sense       []byte // raw sense data, nil if none was sent
+	Transferred int    // Data-In bytes received
+	Residual    uint32
+	Underflow   bool
+	Overflow    bool
+}
+
+// abortTimeout bounds ABORT TASK; past it the connection is dropped.
+const abortTimeout = 10 * time.Second
+
+// execSCSI runs one command on the connection. It returns only when the
+// target no longer uses cmd's buffers: for reads the task is detached, for
+// writes the Data-Out sender has stopped.
+func (c *conn) execSCSI(ctx context.Context, cmd *Command) (*Response, error) {
+	if cmd.Read != nil && cmd.Write != nil {
+		return nil, fmt.Errorf("bidirectional commands are not supported")
+	}
+	t := newTask(taskSCSI)
+	t.lun = scsi.EncodeLUN(cmd.LUN)
+	t.readBuf = cmd.Read
+	var imm []byte
+	unsolicitedEnd := 0
+	expected := len(cmd.Read)
+	if cmd.Write != nil {
+		expected = len(cmd.Write)
+		t.writeBuf = cmd.Write
+		p := c.params
+		firstBurst := min(p.FirstBurstLength, len(cmd.Write))
+		if p.ImmediateData {
+			imm = cmd.Write[:min(firstBurst, p.TargetMaxRecvDataSegmentLength)]
+		}
+		unsolicitedEnd = len(imm)
+		if !p.InitialR2T {
+			unsolicitedEnd = firstBurst
+		}
+		if unsolicitedEnd < len(cmd.Write) {
+			t.r2ts = make(chan *pdu.R2T, max(1, p.MaxOutstandingR2T))
+		}
+	}
+	final := unsolicitedEnd <= len(imm)
+	err := c.send(ctx, t, sendOpts{gated: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
+		return &pdu.SCSICommand{
+			Final: final, Read: cmd.Read != nil, Write: cmd.Write != nil, Attr: 1,
+			LUN: t.lun, ITT: itt, ExpectedDataTransferLength: uint32(expected),
+			CmdSN: cmdSN, ExpStatSN: expStatSN, CDB: cmd.CDB, Data: imm,
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	dataOutDone := make(chan struct{})
+	if cmd.Write != nil && (unsolicitedEnd > len(imm) || t.r2ts != nil) {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer close(dataOutDone)
+			c.dataOut(t, len(imm), unsolicitedEnd)
+		}()
+	} else {
+		close(dataOutDone)
+	}
+
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		if cmd.Write == nil {
+			// Reads can return at once: the reader discards further data.
+			t.detach()
+			c.wg.Add(1)
+			go func() { defer c.wg.Done(); c.abort(t) }()
+			return nil, ctx.Err()
+		}
+		// A write must not return while its data may still be sent.
+		c.abort(t)
+		<-dataOutDone
+		select {
+		case <-t.done:
+		default:
+			return nil, ctx.Err()
+		}
+	}
+	<-dataOutDone
+	res := t.result
+	if res.err != nil {
+		return nil, res.err
+	}
+	if res.response != 0 {
+		return nil, fmt.Errorf("target failure (iSCSI response 0x%02x)", res.response)
+	}
+	t.mu.Lock()
+	received := t.received
+	t.mu.Unlock()
+	return &Response{
+		Status:      scsi.Status(res.status),
+		Sense:       res.sense,
+		Transferred: received,
+		Residual:    res.residual,
+		Underflow:   res.under,
+		Overflow:    res.over,
+	}, nil
+}
+
+// dataOut sends the unsolicited data [from, unsolicitedEnd) and then answers
+// R2Ts until the task completes.
+func (c *conn) dataOut(t *task, from, unsolicitedEnd int) {
+	if unsolicitedEnd > from {
+		if err := c.sendDataOutSeq(t, pdu.ReservedTag, uint32(from), uint32(unsolicitedEnd-from)); err != nil {
+			return
+		}
+	}
+	if t.r2ts == nil {
+		return
+	}
+	for {
+		select {
+		case r2t := <-t.r2ts:
+			if err := c.sendDataOutSeq(t, r2t.TTT, r2t.BufferOffset, r2t.DesiredDataTransferLength); err != nil {
+				return
+			}
+		case <-t.done:
+			return
+		case <-c.dead:
+			return
+		}
+	}
+}
+
+// sendDataOutSeq sends one Data-Out sequence: PDUs no larger than the
+// target's MaxRecvDataSegmentLength, DataSN from 0, F on the last.
+func (c *conn) sendDataOutSeq(t *task, ttt, off, length uint32) error {
+	seg := uint32(c.params.TargetMaxRecvDataSegmentLength)
+	var dataSN uint32
+	for sent := uint32(0); sent < length; {
+		n := min(seg, length-sent)
+		d := &pdu.DataOut{
+			Final: sent+n == length, LUN: t.lun, ITT: t.itt, TTT: ttt,
+			DataSN: dataSN, BufferOffset: off + sent,
+			Data: t.writeBuf[off+sent : off+sent+n],
+		}
+		if err := c.sendUnnumbered(func(expStatSN uint32) pdu.Message {
+			d.ExpStatSN = expStatSN
+			return d
+		}); err != nil {
+			return err
+		}
+		dataSN++
+		sent += n
+	}
+	return nil
+}
+
+// abort sends ABORT TASK for t and waits for the outcome; if the target does
+// not answer in time the connection is dropped (the escalation continues in
+// session recovery).
+func (c *conn) abort(t *task) {
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	tmf := newTask(taskTMF)
+	err := c.send(ctx, tmf, sendOpts{immediate: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
+		return &pdu.TaskMgmtReq{
+			Immediate: true, Function: pdu.TMFAbortTask, LUN: t.lun, ITT: itt,
+			ReferencedTaskTag: t.itt, CmdSN: cmdSN, ExpStatSN: expStatSN, RefCmdSN: t.cmdSN,
+		}
+	})
+	if err != nil {
+		return
+	}
+	select {
+	case <-tmf.done:
+		switch tmf.result.response {
+		case pdu.TMFRespComplete, pdu.TMFRespNoTask:
+			if gone := c.take(t.itt); gone != nil {
+				c.finish(gone, taskResult{err: context.Canceled})
+			}
+			return
+		}
+		c.log.Warn().Uint8("response", tmf.result.response).Msg("ABORT TASK refused; dropping the connection")
+	case <-t.done:
+		// The command finished first; the TMF answer will still come.
+		return
+	case <-ctx.Done():
+		c.log.Warn().Msg("ABORT TASK timed out; dropping the connection")
+	}
+	c.fail(fmt.Errorf("task 0x%08x could not be aborted", t.itt))
+}

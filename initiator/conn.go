@@ -1,0 +1,640 @@
+package initiator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/iscsifs/iscsifs/initiator/pdu"
+)
+
+// conn is one TCP connection in Full Feature Phase. A single reader goroutine
+// owns the receive side and matches every PDU to its task by ITT; senders
+// serialise on sendMu, which also makes CmdSN assignment and the order of
+// commands on the wire the same.
+type conn struct {
+	portal    string
+	nc        net.Conn
+	r         *pdu.Reader
+	w         *pdu.Writer
+	params    Params
+	discovery bool
+	log       zerolog.Logger
+
+	sendMu sync.Mutex // held while assigning CmdSN and writing one PDU
+	wraw   pdu.Raw    // encode scratch, guarded by sendMu
+
+	mu        sync.Mutex
+	cmdSN     uint32 // next CmdSN to assign
+	expCmdSN  uint32
+	maxCmdSN  uint32
+	expStatSN uint32 // last StatSN received + 1
+	windowCh  chan struct{}
+	tasks     map[uint32]*task
+	nextITT   uint32
+	err       error
+	dead      chan struct{}
+
+	lastRecv atomic.Int64 // unix nanos of the last PDU received
+	inflight atomic.Int32 // SCSI commands outstanding (observability, tests)
+	peak     atomic.Int32 // most SCSI commands outstanding at once
+
+	wg sync.WaitGroup // reader, keep-alive and Data-Out goroutines
+}
+
+// loginState is what the login phase hands to Full Feature Phase.
+type loginState struct {
+	cmdSN, expCmdSN, maxCmdSN uint32
+	expStatSN                 uint32
+	tsih                      uint16
+	params                    Params
+}
+
+// keepAlive configures initiator NOP-Out pings (RFC 7143 §11.18).
+type keepAlive struct {
+	interval time.Duration // idle time before a ping; 0 disables
+	timeout  time.Duration // time to wait for the NOP-In
+}
+
+func newConn(portal string, nc net.Conn, r *pdu.Reader, w *pdu.Writer, st loginState, discovery bool, log zerolog.Logger) *conn {
+	c := &conn{
+		portal:    portal,
+		nc:        nc,
+		r:         r,
+		w:         w,
+		params:    st.params,
+		discovery: discovery,
+		log:       log,
+		cmdSN:     st.cmdSN,
+		expCmdSN:  st.expCmdSN,
+		maxCmdSN:  st.maxCmdSN,
+		expStatSN: st.expStatSN,
+		windowCh:  make(chan struct{}),
+		tasks:     make(map[uint32]*task),
+		nextITT:   1,
+		dead:      make(chan struct{}),
+	}
+	r.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
+	w.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
+	r.SetMaxDataSegmentLength(st.params.MaxRecvDataSegmentLength)
+	c.lastRecv.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *conn) start(ka keepAlive) {
+	c.wg.Add(1)
+	go c.readLoop()
+	if ka.interval > 0 {
+		c.wg.Add(1)
+		go c.keepAliveLoop(ka)
+	}
+}
+
+// fail marks the connection dead, closes the socket and completes every
+// outstanding task with the error. Only the first call has an effect.
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	var ce *ConnectionError
+	if !errors.As(err, &ce) {
+		err = &ConnectionError{Portal: c.portal, Err: err}
+	}
+	c.err = err
+	close(c.dead)
+	tasks := c.tasks
+	c.tasks = map[uint32]*task{}
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	for _, t := range tasks {
+		c.finish(t, taskResult{err: err})
+	}
+}
+
+// deadErr returns the error the connection died with, or nil.
+func (c *conn) deadErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// close shuts the socket down and waits for the connection's goroutines.
+func (c *conn) close(err error) {
+	c.fail(err)
+	c.wg.Wait()
+}
+
+// finish completes a task once; the task must already be out of c.tasks.
+func (c *conn) finish(t *task, res taskResult) {
+	select {
+	case <-t.done:
+		return
+	default:
+	}
+	if t.kind == taskSCSI {
+		c.inflight.Add(-1)
+	}
+	t.result = res
+	close(t.done)
+}
+
+// take removes a task from the table (nil if unknown).
+func (c *conn) take(itt uint32) *task {
+	c.mu.Lock()
+	t := c.tasks[itt]
+	delete(c.tasks, itt)
+	c.mu.Unlock()
+	return t
+}
+
+func (c *conn) lookup(itt uint32) *task {
+	c.mu.Lock()
+	t := c.tasks[itt]
+	c.mu.Unlock()
+	return t
+}
+
+// allocITT returns a tag not in use; c.mu must be held.
+func (c *conn) allocITT() uint32 {
+	for {
+		itt := c.nextITT
+		c.nextITT++
+		if itt == pdu.ReservedTag {
+			continue
+		}
+		if _, busy := c.tasks[itt]; !busy {
+			return itt
+		}
+	}
+}
+
+// sendOpts says how a PDU takes part in command numbering.
+type sendOpts struct {
+	immediate bool // carries CmdSN without advancing it
+	gated     bool // must wait for CmdSN <= MaxCmdSN
+}
+
+// send registers t (if not nil) under a fresh ITT and writes the PDU that
+// build returns for the assigned numbers. Registration happens before the
+// write so that a fast reply always finds its task.
+func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cmdSN, expStatSN uint32) pdu.Message) error {
+	for {
+		c.sendMu.Lock()
+		c.mu.Lock()
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			c.sendMu.Unlock()
+			return err
+		}
+		if o.immediate || !o.gated || serialLessEq(c.cmdSN, c.maxCmdSN) {
+			cmdSN := c.cmdSN
+			if !o.immediate {
+				c.cmdSN++
+			}
+			itt := pdu.ReservedTag
+			if t != nil {
+				if t.keepITT {
+					itt = t.itt
+				} else {
+					itt = c.allocITT()
+				}
+				t.itt, t.cmdSN = itt, cmdSN
+				c.tasks[itt] = t
+				if t.kind == taskSCSI {
+					if n := c.inflight.Add(1); n > c.peak.Load() {
+						c.peak.Store(n)
+					}
+				}
+			}
+			expStatSN := c.expStatSN
+			c.mu.Unlock()
+			err := c.writeLocked(build(itt, cmdSN, expStatSN))
+			c.sendMu.Unlock()
+			if err != nil {
+				c.fail(err)
+				return c.deadErr()
+			}
+			return nil
+		}
+		wait := c.windowCh
+		c.mu.Unlock()
+		c.sendMu.Unlock()
+		select {
+		case <-wait:
+		case <-c.dead:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// sendUnnumbered writes a PDU outside command numbering (Data-Out, NOP-Out
+// replies); build gets the current ExpStatSN.
+func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
+	c.sendMu.Lock()
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		c.sendMu.Unlock()
+		return err
+	}
+	expStatSN := c.expStatSN
+	cmdSN := c.cmdSN
+	c.mu.Unlock()
+	msg := build(expStatSN)
+	if nop, ok := msg.(*pdu.NOPOut); ok {
+		nop.CmdSN = cmdSN
+	}
+	err := c.writeLocked(msg)
+	c.sendMu.Unlock()
+	if err != nil {
+		c.fail(err)
+		return c.deadErr()
+	}
+	return nil
+}
+
+// writeLocked encodes and writes one PDU; sendMu must be held.
+func (c *conn) writeLocked(msg pdu.Message) error {
+	c.wraw.AHS = c.wraw.AHS[:0]
+	c.wraw.Data = nil
+	if err := msg.Encode(&c.wraw); err != nil {
+		return err
+	}
+	if d, ok := c.writeDeadline(); ok {
+		_ = c.nc.SetWriteDeadline(d)
+	}
+	return c.w.Write(&c.wraw)
+}
+
+// writeDeadline bounds a single write so a target that stops reading cannot
+// block senders forever.
+func (c *conn) writeDeadline() (time.Time, bool) {
+	return time.Now().Add(60 * time.Second), true
+}
+
+// updateWindow applies ExpCmdSN/MaxCmdSN from a target PDU (RFC 7143
+// §4.2.2.1): only when MaxCmdSN >= ExpCmdSN-1 and the values move forward.
+func (c *conn) updateWindow(exp, max uint32) {
+	if !serialLessEq(exp-1, max) {
+		return
+	}
+	c.mu.Lock()
+	changed := false
+	if serialLess(c.expCmdSN, exp) {
+		c.expCmdSN = exp
+		changed = true
+	}
+	if serialLess(c.maxCmdSN, max) {
+		c.maxCmdSN = max
+		changed = true
+	}
+	// A target may acknowledge commands we consider not yet numbered (istgt
+	// advances ExpCmdSN for immediate Text): resynchronise rather than send
+	// CmdSNs the target will drop as duplicates.
+	if serialLess(c.cmdSN, c.expCmdSN) {
+		c.cmdSN = c.expCmdSN
+	}
+	if changed {
+		close(c.windowCh)
+		c.windowCh = make(chan struct{})
+	}
+	c.mu.Unlock()
+}
+
+// checkStatSN accepts the StatSN of a status-carrying PDU. At ERL 0 a gap is
+// a connection failure (RFC 7143 §4.2.2.2).
+func (c *conn) checkStatSN(statSN uint32) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case statSN == c.expStatSN:
+		c.expStatSN++
+	case serialLess(statSN, c.expStatSN):
+		// A retransmitted or stale status: already acknowledged.
+	default:
+		return &ProtocolViolation{Reason: fmt.Sprintf("StatSN %d received, expected %d", statSN, c.expStatSN)}
+	}
+	return nil
+}
+
+// readLoop is the connection's only reader.
+func (c *conn) readLoop() {
+	defer c.wg.Done()
+	var raw pdu.Raw
+	for {
+		ahs, err := c.r.ReadHeader(&raw.BHS)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.lastRecv.Store(time.Now().UnixNano())
+		raw.AHS = ahs
+		if err := c.dispatch(&raw); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// readWhole reads the data segment of the current PDU into raw.Data.
+func (c *conn) readWhole(raw *pdu.Raw) error {
+	n := raw.BHS.DataSegmentLength()
+	if cap(raw.Data) < n {
+		raw.Data = make([]byte, n)
+	}
+	raw.Data = raw.Data[:n]
+	return c.r.ReadData(raw.Data)
+}
+
+func (c *conn) dispatch(raw *pdu.Raw) error {
+	switch raw.BHS.Opcode() {
+	case pdu.OpDataIn:
+		return c.onDataIn(raw)
+	case pdu.OpR2T:
+		return c.onR2T(raw)
+	}
+	// Every other target PDU is small: read it whole (bounded by our
+	// MaxRecvDataSegmentLength in the Reader).
+	if err := c.readWhole(raw); err != nil {
+		return err
+	}
+	msg, err := pdu.Decode(raw)
+	if err != nil {
+		return err
+	}
+	switch m := msg.(type) {
+	case *pdu.SCSIResponse:
+		return c.onSCSIResponse(m)
+	case *pdu.NOPIn:
+		return c.onNOPIn(m)
+	case *pdu.TextResp:
+		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
+		if err := c.checkStatSN(m.StatSN); err != nil {
+			return err
+		}
+		return c.complete(m.ITT, taskText, taskResult{msg: cloneMsg(m)})
+	case *pdu.LogoutResp:
+		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
+		if err := c.checkStatSN(m.StatSN); err != nil {
+			return err
+		}
+		return c.complete(m.ITT, taskLogout, taskResult{response: m.Response, msg: m})
+	case *pdu.TaskMgmtResp:
+		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
+		if err := c.checkStatSN(m.StatSN); err != nil {
+			return err
+		}
+		return c.complete(m.ITT, taskTMF, taskResult{response: m.Response, msg: m})
+	case *pdu.AsyncMsg:
+		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
+		if err := c.checkStatSN(m.StatSN); err != nil {
+			return err
+		}
+		return c.onAsync(m)
+	case *pdu.Reject:
+		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
+		if err := c.checkStatSN(m.StatSN); err != nil {
+			return err
+		}
+		return c.onReject(m)
+	default:
+		return &ProtocolViolation{Reason: fmt.Sprintf("unexpected opcode 0x%02x in full feature phase", uint8(raw.BHS.Opcode()))}
+	}
+}
+
+// cloneMsg copies a Text Response whose Data aliases the read scratch buffer.
+func cloneMsg(m *pdu.TextResp) *pdu.TextResp {
+	cp := *m
+	cp.Data = append([]byte(nil), m.Data...)
+	return &cp
+}
+
+// complete ends the task with the ITT, checking it waits for this kind of
+// response.
+func (c *conn) complete(itt uint32, kind taskKind, res taskResult) error {
+	t := c.take(itt)
+	if t == nil {
+		return &ProtocolViolation{Reason: fmt.Sprintf("response for unknown ITT 0x%08x", itt)}
+	}
+	if t.kind != kind {
+		return &ProtocolViolation{Reason: fmt.Sprintf("response of the wrong type for ITT 0x%08x", itt)}
+	}
+	c.finish(t, res)
+	return nil
+}
+
+func (c *conn) onDataIn(raw *pdu.Raw) error {
+	var d pdu.DataIn
+	if err := d.Decode(&pdu.Raw{BHS: raw.BHS}); err != nil {
+		return err
+	}
+	c.updateWindow(d.ExpCmdSN, d.MaxCmdSN)
+	n := raw.BHS.DataSegmentLength()
+	t := c.lookup(d.ITT)
+	if t == nil || t.kind != taskSCSI {
+		return &ProtocolViolation{Reason: fmt.Sprintf("Data-In for unknown ITT 0x%08x", d.ITT)}
+	}
+	t.mu.Lock()
+	if d.DataSN != t.expDataSN {
+		t.mu.Unlock()
+		return &ProtocolViolation{Reason: fmt.Sprintf("Data-In DataSN %d, expected %d (ITT 0x%08x)", d.DataSN, t.expDataSN, d.ITT)}
+	}
+	t.expDataSN++
+	end := uint64(d.BufferOffset) + uint64(n)
+	if t.detached {
+		t.mu.Unlock()
+		if err := c.r.DiscardData(); err != nil {
+			return err
+		}
+	} else {
+		if end > uint64(len(t.readBuf)) {
+			t.mu.Unlock()
+			return &ProtocolViolation{Reason: fmt.Sprintf("Data-In [%d,%d) beyond the %d-byte buffer (ITT 0x%08x)", d.BufferOffset, end, len(t.readBuf), d.ITT)}
+		}
+		err := c.r.ReadData(t.readBuf[d.BufferOffset:end])
+		t.received += n
+		t.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if !d.StatusPresent {
+		return nil
+	}
+	if err := c.checkStatSN(d.StatSN); err != nil {
+		return err
+	}
+	return c.complete(d.ITT, taskSCSI, taskResult{
+		status:   d.Status,
+		residual: d.ResidualCount,
+		under:    d.Underflow,
+		over:     d.Overflow,
+	})
+}
+
+func (c *conn) onSCSIResponse(m *pdu.SCSIResponse) error {
+	c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
+	if err := c.checkStatSN(m.StatSN); err != nil {
+		return err
+	}
+	res := taskResult{
+		status:   m.Status,
+		response: m.Response,
+		residual: m.ResidualCount,
+		under:    m.Underflow,
+		over:     m.Overflow,
+	}
+	if sense, err := m.SenseData(); err == nil && len(sense) > 0 {
+		res.sense = append([]byte(nil), sense...)
+	}
+	return c.complete(m.ITT, taskSCSI, res)
+}
+
+func (c *conn) onR2T(raw *pdu.Raw) error {
+	if raw.BHS.DataSegmentLength() != 0 {
+		return &ProtocolViolation{Reason: "R2T with a data segment"}
+	}
+	r2t := new(pdu.R2T)
+	if err := r2t.Decode(&pdu.Raw{BHS: raw.BHS}); err != nil {
+		return err
+	}
+	c.updateWindow(r2t.ExpCmdSN, r2t.MaxCmdSN)
+	t := c.lookup(r2t.ITT)
+	if t == nil || t.kind != taskSCSI || t.r2ts == nil {
+		return &ProtocolViolation{Reason: fmt.Sprintf("R2T for unknown or non-write ITT 0x%08x", r2t.ITT)}
+	}
+	end := uint64(r2t.BufferOffset) + uint64(r2t.DesiredDataTransferLength)
+	if r2t.DesiredDataTransferLength == 0 || end > uint64(len(t.writeBuf)) {
+		return &ProtocolViolation{Reason: fmt.Sprintf("R2T for [%d,%d) outside the %d-byte write", r2t.BufferOffset, end, len(t.writeBuf))}
+	}
+	if c.params.MaxBurstLength > 0 && r2t.DesiredDataTransferLength > uint32(c.params.MaxBurstLength) {
+		return &ProtocolViolation{Reason: fmt.Sprintf("R2T of %d bytes exceeds MaxBurstLength %d", r2t.DesiredDataTransferLength, c.params.MaxBurstLength)}
+	}
+	select {
+	case t.r2ts <- r2t:
+		return nil
+	default:
+		return &ProtocolViolation{Reason: "more outstanding R2Ts than MaxOutstandingR2T"}
+	}
+}
+
+func (c *conn) onNOPIn(m *pdu.NOPIn) error {
+	c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
+	if m.ITT != pdu.ReservedTag {
+		// The answer to our ping; it carries a real StatSN.
+		if err := c.checkStatSN(m.StatSN); err != nil {
+			return err
+		}
+		return c.complete(m.ITT, taskNOP, taskResult{})
+	}
+	if m.TTT == pdu.ReservedTag {
+		return nil // unsolicited, no answer wanted (istgt)
+	}
+	// A ping from the target: answer from another goroutine, the reader
+	// never writes (a write could wait for the target, which waits for us).
+	ttt, lun := m.TTT, m.LUN
+	data := append([]byte(nil), m.Data...)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_ = c.sendUnnumbered(func(expStatSN uint32) pdu.Message {
+			return &pdu.NOPOut{Immediate: true, LUN: lun, ITT: pdu.ReservedTag, TTT: ttt, ExpStatSN: expStatSN, Data: data}
+		})
+	}()
+	return nil
+}
+
+func (c *conn) onAsync(m *pdu.AsyncMsg) error {
+	c.log.Warn().Uint8("event", m.AsyncEvent).Uint16("param1", m.Parameter1).
+		Uint16("param2", m.Parameter2).Uint16("param3", m.Parameter3).Msg("asynchronous message from target")
+	switch m.AsyncEvent {
+	case 1, 2, 3:
+		// The target asks us to log out or will drop the connection: treat
+		// the connection as failed so recovery re-establishes the session.
+		return &ProtocolViolation{Reason: fmt.Sprintf("target requested logout / connection drop (async event %d)", m.AsyncEvent)}
+	}
+	return nil
+}
+
+func (c *conn) onReject(m *pdu.Reject) error {
+	h, err := m.RejectedHeader()
+	if err != nil {
+		return &ProtocolViolation{Reason: "Reject without the rejected header"}
+	}
+	rej := &RejectError{Reason: m.Reason}
+	if m.Reason == 0x02 { // data digest error: ERL 0 recovers the session
+		return rej
+	}
+	itt := h.ITT()
+	if itt == pdu.ReservedTag {
+		return nil
+	}
+	t := c.take(itt)
+	if t == nil {
+		return nil
+	}
+	c.finish(t, taskResult{err: rej})
+	return nil
+}
+
+// RejectError is a PDU the target rejected (RFC 7143 §11.17).
+type RejectError struct{ Reason uint8 }
+
+func (e *RejectError) Error() string {
+	return "target rejected the PDU: " + pdu.RejectReasonText(e.Reason)
+}
+
+// keepAliveLoop pings an idle connection and fails it when the target does
+// not answer in time (RFC 7143 §11.18).
+func (c *conn) keepAliveLoop(ka keepAlive) {
+	defer c.wg.Done()
+	tick := time.NewTicker(ka.interval / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.dead:
+			return
+		case <-tick.C:
+		}
+		idle := time.Since(time.Unix(0, c.lastRecv.Load()))
+		if idle < ka.interval {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ka.timeout)
+		err := c.ping(ctx)
+		cancel()
+		if err != nil && c.deadErr() == nil {
+			c.fail(fmt.Errorf("keep-alive: no NOP-In within %v", ka.timeout))
+			return
+		}
+	}
+}
+
+// ping sends a NOP-Out that needs an answer and waits for it.
+func (c *conn) ping(ctx context.Context) error {
+	t := newTask(taskNOP)
+	err := c.send(ctx, t, sendOpts{immediate: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
+		return &pdu.NOPOut{Immediate: true, ITT: itt, TTT: pdu.ReservedTag, CmdSN: cmdSN, ExpStatSN: expStatSN}
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case <-t.done:
+		return t.result.err
+	case <-ctx.Done():
+		c.take(t.itt)
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,468 @@
+package initiator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/iscsifs/iscsifs/initiator/scsi"
+)
+
+// Retry bounds for SCSI conditions that are not failures.
+const (
+	maxUnitAttentionRetries = 10
+	maxBusyWait             = 30 * time.Second
+	maxNotReadyWait         = 30 * time.Second
+	maxAbortedRetries       = 3
+)
+
+// Do runs a SCSI command, retrying UNIT ATTENTION, BUSY, TASK SET FULL, NOT
+// READY (becoming ready) and ABORTED COMMAND within bounds. It returns the
+// Data-In bytes received; a final non-GOOD status is a *scsi.StatusError
+// wrapped in a *CommandError.
+func (s *Session) Do(ctx context.Context, lun uint64, cdb, read, write []byte) (int, error) {
+	op := scsi.OpName(cdb)
+	ua, aborted := 0, 0
+	backoff := 5 * time.Millisecond
+	start := time.Now()
+	for {
+		resp, err := s.Execute(ctx, &Command{LUN: lun, CDB: cdb, Read: read, Write: write})
+		if err != nil {
+			return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: err}
+		}
+		if resp.Status == scsi.StatusGood || resp.Status == scsi.StatusConditionMet {
+			return resp.Transferred, nil
+		}
+		serr := &scsi.StatusError{Op: op, Status: resp.Status}
+		if len(resp.Sense) > 0 {
+			if sense, perr := scsi.ParseSense(resp.Sense); perr == nil {
+				serr.Sense = &sense
+			}
+		}
+		wait := time.Duration(0)
+		switch {
+		case errors.Is(serr, scsi.ErrUnitAttention):
+			ua++
+			if ua > maxUnitAttentionRetries {
+				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
+			}
+			s.log.Debug().Uint64("lun", lun).Str("sense", serr.Sense.String()).Msg("unit attention")
+		case resp.Status == scsi.StatusBusy || resp.Status == scsi.StatusTaskSetFull:
+			if time.Since(start) > maxBusyWait {
+				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
+			}
+			wait = backoff
+		case errors.Is(serr, scsi.ErrNotReady) && serr.Retryable():
+			if time.Since(start) > maxNotReadyWait {
+				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
+			}
+			wait = backoff
+		case serr.Sense != nil && serr.Sense.Key == scsi.SenseAbortedCommand:
+			aborted++
+			if aborted > maxAbortedRetries {
+				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
+			}
+		default:
+			return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
+		}
+		if wait > 0 {
+			backoff = min(backoff*2, time.Second)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+	}
+}
+
+// LUN is one logical unit of a session, usable as a block device. Its
+// methods are safe for concurrent use.
+type LUN struct {
+	s         *Session
+	ownsS     bool
+	lun       uint64
+	blockSize int
+	blocks    uint64
+	maxXfer   int // bytes per command
+
+	Inquiry      scsi.InquiryData
+	Serial       string // VPD 0x80, "" if not reported
+	Identifier   string // VPD 0x83 LU designator, "" if not reported
+	Limits       scsi.BlockLimits
+	Provisioning scsi.Provisioning
+	VPDPages     []uint8
+	readOnly     bool
+	writeCache   bool
+	force16      bool
+}
+
+// ErrNotBlockDevice is returned by OpenLUN for a LUN that is not a
+// direct-access block device (e.g. tgt's LUN 0 controller).
+var ErrNotBlockDevice = errors.New("not a direct-access block device")
+
+// RangeError is I/O outside the LUN.
+type RangeError struct {
+	Off, Len, Size int64
+}
+
+func (e *RangeError) Error() string {
+	return fmt.Sprintf("I/O [%d, %d) beyond the end of the %d-byte LUN", e.Off, e.Off+e.Len, e.Size)
+}
+
+// OpenLUN probes a LUN: drains UNIT ATTENTIONs, reads INQUIRY, the VPD pages
+// the LUN lists, its capacity and write protection.
+func (s *Session) OpenLUN(ctx context.Context, lun uint64) (*LUN, error) {
+	l := &LUN{s: s, lun: lun}
+	if _, err := s.Do(ctx, lun, scsi.TestUnitReady(), nil, nil); err != nil {
+		return nil, err
+	}
+	inq, err := s.Inquiry(ctx, lun)
+	if err != nil {
+		return nil, err
+	}
+	l.Inquiry = inq
+	if inq.PeripheralQualifier != 0 || inq.DeviceType != 0 {
+		return nil, &CommandError{Target: s.target, LUN: lun, Op: "INQUIRY", Err: fmt.Errorf("%w (peripheral type 0x%02x)", ErrNotBlockDevice, inq.DeviceType)}
+	}
+	if err := l.readVPD(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.readCapacity(ctx); err != nil {
+		return nil, err
+	}
+	l.readModeSense(ctx)
+	l.maxXfer = l.transferLimit()
+	return l, nil
+}
+
+// Inquiry reads the standard INQUIRY data (36 bytes, more if offered).
+func (s *Session) Inquiry(ctx context.Context, lun uint64) (scsi.InquiryData, error) {
+	buf := make([]byte, 36)
+	n, err := s.Do(ctx, lun, scsi.Inquiry(false, 0, 36), buf, nil)
+	if err != nil {
+		return scsi.InquiryData{}, err
+	}
+	inq, err := scsi.ParseInquiry(buf[:n])
+	if err != nil {
+		return scsi.InquiryData{}, &CommandError{Target: s.target, LUN: lun, Op: "INQUIRY", Err: err}
+	}
+	return inq, nil
+}
+
+// vpd reads one VPD page, re-issuing with the page's full length.
+func (s *Session) vpd(ctx context.Context, lun uint64, page uint8) ([]byte, error) {
+	alloc := 255
+	for try := 0; try < 2; try++ {
+		buf := make([]byte, alloc)
+		n, err := s.Do(ctx, lun, scsi.Inquiry(true, page, uint16(alloc)), buf, nil)
+		if err != nil {
+			return nil, err
+		}
+		buf = buf[:n]
+		if len(buf) >= 4 {
+			full := 4 + int(buf[2])<<8 | int(buf[3])
+			if full > alloc && try == 0 {
+				alloc = min(full, 0xffff)
+				continue
+			}
+		}
+		return buf, nil
+	}
+	return nil, fmt.Errorf("VPD page 0x%02x keeps growing", page)
+}
+
+func (l *LUN) readVPD(ctx context.Context) error {
+	s := l.s
+	b, err := s.vpd(ctx, l.lun, 0x00)
+	if err != nil {
+		// VPD is optional (SPC-2 devices): work without it.
+		s.log.Debug().Err(err).Msg("no VPD pages")
+		return nil
+	}
+	pages, err := scsi.ParseSupportedVPDPages(b)
+	if err != nil {
+		return nil
+	}
+	l.VPDPages = pages
+	for _, p := range pages {
+		switch p {
+		case 0x80, 0x83, 0xb0, 0xb2:
+		default:
+			continue
+		}
+		b, err := s.vpd(ctx, l.lun, p)
+		if err != nil {
+			s.log.Debug().Err(err).Uint8("page", p).Msg("VPD page listed but not readable")
+			continue
+		}
+		switch p {
+		case 0x80:
+			l.Serial, _ = scsi.ParseUnitSerial(b)
+		case 0x83:
+			if ds, err := scsi.ParseDeviceIdentification(b); err == nil {
+				l.Identifier = scsi.LUIdentifier(ds)
+			}
+		case 0xb0:
+			l.Limits, _ = scsi.ParseBlockLimits(b)
+		case 0xb2:
+			l.Provisioning, _ = scsi.ParseLogicalBlockProvisioning(b)
+		}
+	}
+	return nil
+}
+
+func (l *LUN) readCapacity(ctx context.Context) error {
+	s := l.s
+	buf := make([]byte, 32)
+	n, err := s.Do(ctx, l.lun, scsi.ReadCapacity16(32), buf, nil)
+	var c scsi.Capacity
+	if err == nil {
+		c, err = scsi.ParseReadCapacity16(buf[:n])
+	}
+	if err != nil {
+		// READ CAPACITY(16) is optional: fall back to (10).
+		buf = make([]byte, 8)
+		n, err = s.Do(ctx, l.lun, scsi.ReadCapacity10(), buf, nil)
+		if err != nil {
+			return err
+		}
+		if c, err = scsi.ParseReadCapacity10(buf[:n]); err != nil {
+			return &CommandError{Target: s.target, LUN: l.lun, Op: "READ CAPACITY(10)", Err: err}
+		}
+	}
+	if c.BlockSize == 0 || c.BlockSize%512 != 0 || c.BlockSize > 1<<20 {
+		return &CommandError{Target: s.target, LUN: l.lun, Op: "READ CAPACITY", Err: fmt.Errorf("unsupported block size %d", c.BlockSize)}
+	}
+	l.blockSize = int(c.BlockSize)
+	l.blocks = c.LastLBA + 1
+	return nil
+}
+
+// readModeSense learns write protection and the write cache setting; a LUN
+// without MODE SENSE is taken as writable with a write cache.
+func (l *LUN) readModeSense(ctx context.Context) {
+	s := l.s
+	l.writeCache = true
+	buf := make([]byte, 255)
+	n, err := s.Do(ctx, l.lun, scsi.ModeSense10(0x08, 0, 255, true), buf, nil)
+	var mp scsi.ModeParameters
+	if err == nil {
+		mp, err = scsi.ParseModeSense10(buf[:n])
+	}
+	if err != nil {
+		n, err = s.Do(ctx, l.lun, scsi.ModeSense6(0x08, 0, 255, true), buf, nil)
+		if err == nil {
+			mp, err = scsi.ParseModeSense6(buf[:n])
+		}
+	}
+	if err != nil {
+		s.log.Debug().Err(err).Msg("MODE SENSE not supported")
+		return
+	}
+	l.readOnly = mp.WriteProtected
+	if mp.HaveCachingPage {
+		l.writeCache = mp.WriteCacheEnabled
+	}
+}
+
+// transferLimit is the largest single READ/WRITE: MaxBurstLength (so a
+// write needs one R2T at most and reads pipeline well), the Block Limits
+// MAXIMUM TRANSFER LENGTH and the 16-bit block count of READ(10).
+func (l *LUN) transferLimit() int {
+	limit := l.s.Params().MaxBurstLength
+	if limit <= 0 {
+		limit = 256 * 1024
+	}
+	if m := int(l.Limits.MaxTransferLength); m > 0 {
+		limit = min(limit, m*l.blockSize)
+	}
+	limit = min(limit, 0xffff*l.blockSize)
+	return max(l.blockSize, limit/l.blockSize*l.blockSize)
+}
+
+// Number returns the LUN number.
+func (l *LUN) Number() uint64 { return l.lun }
+
+// Session returns the session the LUN belongs to.
+func (l *LUN) Session() *Session { return l.s }
+
+// Size returns the capacity in bytes.
+func (l *LUN) Size() int64 { return int64(l.blocks) * int64(l.blockSize) }
+
+// BlockSize returns the logical block size.
+func (l *LUN) BlockSize() int { return l.blockSize }
+
+// ReadOnly reports a write-protected LUN (MODE SENSE WP bit).
+func (l *LUN) ReadOnly() bool { return l.readOnly }
+
+// WriteCacheEnabled reports MODE SENSE caching page WCE (SYNCHRONIZE CACHE matters).
+func (l *LUN) WriteCacheEnabled() bool { return l.writeCache }
+
+// MaxTransfer returns the bytes per READ/WRITE command.
+func (l *LUN) MaxTransfer() int { return l.maxXfer }
+
+// ReadAt implements io.ReaderAt.
+func (l *LUN) ReadAt(p []byte, off int64) (int, error) {
+	return l.ReadAtContext(context.Background(), p, off)
+}
+
+// WriteAt implements io.WriterAt.
+func (l *LUN) WriteAt(p []byte, off int64) (int, error) {
+	return l.WriteAtContext(context.Background(), p, off)
+}
+
+// Sync makes written data durable (SYNCHRONIZE CACHE).
+func (l *LUN) Sync() error { return l.SyncContext(context.Background()) }
+
+// ReadAtContext reads len(p) bytes at off; at the end of the LUN it returns
+// a short count and io.EOF. Any alignment works; unaligned edges are read
+// into a bounce buffer.
+func (l *LUN) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	size := l.Size()
+	if off < 0 {
+		return 0, &RangeError{Off: off, Len: int64(len(p)), Size: size}
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	var eof error
+	if rest := size - off; int64(len(p)) > rest {
+		p, eof = p[:rest], io.EOF
+	}
+	bs := int64(l.blockSize)
+	if off%bs == 0 && int64(len(p))%bs == 0 {
+		if err := l.rw(ctx, p, off, false); err != nil {
+			return 0, err
+		}
+		return len(p), eof
+	}
+	start := off / bs * bs
+	end := (off + int64(len(p)) + bs - 1) / bs * bs
+	buf := make([]byte, end-start)
+	if err := l.rw(ctx, buf, start, false); err != nil {
+		return 0, err
+	}
+	copy(p, buf[off-start:])
+	return len(p), eof
+}
+
+// WriteAtContext writes p at off. Unaligned edges are read, merged and
+// written back (not atomic against concurrent overlapping writers; the cache
+// layer only issues aligned writes).
+func (l *LUN) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	size := l.Size()
+	if off < 0 || off+int64(len(p)) > size {
+		return 0, &RangeError{Off: off, Len: int64(len(p)), Size: size}
+	}
+	if l.readOnly {
+		return 0, &CommandError{Target: l.s.target, LUN: l.lun, Op: "WRITE", Err: scsi.ErrWriteProtected}
+	}
+	bs := int64(l.blockSize)
+	if off%bs == 0 && int64(len(p))%bs == 0 {
+		if err := l.rw(ctx, p, off, true); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	start := off / bs * bs
+	end := (off + int64(len(p)) + bs - 1) / bs * bs
+	buf := make([]byte, end-start)
+	if off != start {
+		if err := l.rw(ctx, buf[:bs], start, false); err != nil {
+			return 0, err
+		}
+	}
+	if (off+int64(len(p)))%bs != 0 && (end-bs > start || off == start) {
+		if err := l.rw(ctx, buf[len(buf)-int(bs):], end-bs, false); err != nil {
+			return 0, err
+		}
+	}
+	copy(buf[off-start:], p)
+	if err := l.rw(ctx, buf, start, true); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// SyncContext sends SYNCHRONIZE CACHE for the whole LUN.
+func (l *LUN) SyncContext(ctx context.Context) error {
+	_, err := l.s.Do(ctx, l.lun, scsi.SynchronizeCache(0, 0), nil, nil)
+	return err
+}
+
+// rw runs an aligned transfer as commands of at most maxXfer bytes, issued
+// concurrently; the session's queue depth bounds how many are in flight.
+func (l *LUN) rw(ctx context.Context, p []byte, off int64, write bool) error {
+	if len(p) <= l.maxXfer {
+		return l.rwOne(ctx, p, off, write)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pieces := (len(p) + l.maxXfer - 1) / l.maxXfer
+	errs := make(chan error, pieces)
+	for i := 0; i < len(p); i += l.maxXfer {
+		chunk := p[i:min(i+l.maxXfer, len(p))]
+		go func(chunk []byte, off int64) {
+			errs <- l.rwOne(ctx, chunk, off, write)
+		}(chunk, off+int64(i))
+	}
+	var first error
+	for range pieces {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+func (l *LUN) rwOne(ctx context.Context, p []byte, off int64, write bool) error {
+	bs := int64(l.blockSize)
+	lba := uint64(off / bs)
+	blocks := uint32(int64(len(p)) / bs)
+	if write {
+		_, err := l.s.Do(ctx, l.lun, scsi.Write(lba, blocks, false, l.force16), nil, p)
+		return err
+	}
+	n, err := l.s.Do(ctx, l.lun, scsi.Read(lba, blocks, false, l.force16), p, nil)
+	if err != nil {
+		return err
+	}
+	if n != len(p) {
+		return &CommandError{Target: l.s.target, LUN: l.lun, Op: "READ", Err: fmt.Errorf("short read: %d of %d bytes", n, len(p))}
+	}
+	return nil
+}
+
+// ReportLUNs lists the session's LUNs (REPORT LUNS on LUN 0).
+func (s *Session) ReportLUNs(ctx context.Context) ([]uint64, error) {
+	alloc := uint32(16 + 8*64)
+	for try := 0; try < 3; try++ {
+		buf := make([]byte, alloc)
+		n, err := s.Do(ctx, 0, scsi.ReportLUNs(alloc), buf, nil)
+		if err != nil {
+			return nil, err
+		}
+		luns, listLen, err := scsi.ParseReportLUNs(buf[:n])
+		if err != nil {
+			return nil, &CommandError{Target: s.target, Op: "REPORT LUNS", Err: err}
+		}
+		if need := listLen + 8; need > alloc && try < 2 {
+			alloc = min(need, 1<<20)
+			continue
+		}
+		return luns, nil
+	}
+	return nil, &CommandError{Target: s.target, Op: "REPORT LUNS", Err: errors.New("LUN list keeps growing")}
+}
+
+// Close closes the LUN; a LUN opened with Open also logs its session out.
+func (l *LUN) Close() error {
+	if l.ownsS {
+		return l.s.Close(context.Background())
+	}
+	return nil
+}

@@ -1,0 +1,339 @@
+package initiator
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/iscsifs/iscsifs/initiator/pdu"
+)
+
+// DefaultInitiatorName is used when Config.InitiatorName is empty.
+const DefaultInitiatorName = "iqn.2026-11.io.iscsifs:initiator"
+
+// Config is what a session needs beyond the portal and target name.
+type Config struct {
+	InitiatorName  string
+	InitiatorAlias string
+	Credentials    Credentials
+	CHAPAlgorithms []CHAPAlgorithm // preference order; empty = MD5 only
+	Negotiation    NegotiationConfig
+	QueueDepth     int           // commands in flight per session (default 64)
+	LoginTimeout   time.Duration // one login attempt (default 15 s)
+	KeepAlive      time.Duration // idle time before a NOP-Out ping (default 5 s; <0 disables)
+	KeepAliveWait  time.Duration // wait for the NOP-In (default 10 s)
+	Logger         zerolog.Logger
+	// Dial opens the TCP connection (default: net.Dialer with TCP keep-alive).
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+func (c *Config) withDefaults() Config {
+	out := *c
+	if out.InitiatorName == "" {
+		out.InitiatorName = DefaultInitiatorName
+	}
+	if len(out.CHAPAlgorithms) == 0 {
+		out.CHAPAlgorithms = []CHAPAlgorithm{CHAPMD5}
+	}
+	if out.QueueDepth <= 0 {
+		out.QueueDepth = 64
+	}
+	if out.LoginTimeout <= 0 {
+		out.LoginTimeout = 15 * time.Second
+	}
+	if out.KeepAlive == 0 {
+		out.KeepAlive = 5 * time.Second
+	}
+	if out.KeepAliveWait <= 0 {
+		out.KeepAliveWait = 10 * time.Second
+	}
+	if out.Dial == nil {
+		d := &net.Dialer{KeepAlive: 15 * time.Second}
+		out.Dial = d.DialContext
+	}
+	return out
+}
+
+// Session is a logged-in iSCSI session with one connection (MaxConnections=1,
+// ErrorRecoveryLevel=0). It is safe for concurrent use: up to QueueDepth
+// commands are in flight at once, further ones wait.
+type Session struct {
+	cfg       Config
+	target    string
+	discovery bool
+	isid      [6]byte
+	log       zerolog.Logger
+	slots     chan struct{}
+
+	mu     sync.Mutex
+	portal string
+	conn   *conn
+	tsih   uint16
+	tpgt   int
+	alias  string
+	closed bool
+}
+
+// Login opens a Normal session to target at portal ("host:port").
+func Login(ctx context.Context, portal, target string, cfg Config) (*Session, error) {
+	if target == "" {
+		return nil, errors.New("login: no target name given")
+	}
+	return open(ctx, portal, target, false, cfg)
+}
+
+func open(ctx context.Context, portal, target string, discovery bool, cfg Config) (*Session, error) {
+	cfg = cfg.withDefaults()
+	s := &Session{
+		cfg:       cfg,
+		target:    target,
+		discovery: discovery,
+		portal:    portal,
+		log:       cfg.Logger.With().Str("portal", portal).Str("target", target).Logger(),
+		slots:     make(chan struct{}, cfg.QueueDepth),
+		tpgt:      -1,
+	}
+	// Random-format ISID (T=10b, RFC 7143 §10.1.1), kept for the life of the
+	// session so that a reconnect reinstates it.
+	if _, err := rand.Read(s.isid[1:4]); err != nil {
+		return nil, err
+	}
+	s.isid[0] = 0x80
+	c, err := s.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.conn = c
+	return s, nil
+}
+
+// connect dials and logs in, following redirects and falling back to MD5
+// CHAP once when a stronger algorithm is refused.
+func (s *Session) connect(ctx context.Context) (*conn, error) {
+	algs := s.cfg.CHAPAlgorithms
+	portal := s.portal
+	redirects := 0
+	fellBack := false
+	for {
+		c, err := s.connectOnce(ctx, portal, algs)
+		var rd *redirectError
+		var le *LoginError
+		switch {
+		case err == nil:
+			if portal != s.portal {
+				s.log.Info().Str("to", portal).Msg("login redirected")
+			}
+			return c, nil
+		case errors.As(err, &rd):
+			redirects++
+			if redirects > 4 {
+				return nil, &LoginError{Target: s.target, Portal: portal, Reason: "too many login redirects"}
+			}
+			if rd.permanent {
+				s.mu.Lock()
+				s.portal = rd.address
+				s.mu.Unlock()
+			}
+			portal = rd.address
+		case !fellBack && errors.As(err, &le) && le.Class == loginClassInitiator && !slices.Equal(algs, []CHAPAlgorithm{CHAPMD5}) && slices.Contains(algs, CHAPMD5) && s.cfg.Credentials.User != "":
+			// Targets that number CHAP_A differently (tgt: 7 = SHA-1) or that
+			// reject any list but "5" fail here; MD5 alone is understood by all.
+			s.log.Info().Err(err).Msg("CHAP login failed with the preferred algorithms; retrying with MD5 alone")
+			algs = []CHAPAlgorithm{CHAPMD5}
+			fellBack = true
+		default:
+			return nil, err
+		}
+	}
+}
+
+func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlgorithm) (*conn, error) {
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
+	defer cancel()
+	s.log.Debug().Str("to", portal).Bool("discovery", s.discovery).Msg("connecting")
+	nc, err := s.cfg.Dial(lctx, "tcp", portal)
+	if err != nil {
+		what := "login to " + s.target
+		if s.discovery {
+			what = "discovery"
+		}
+		return nil, fmt.Errorf("%s at %s: %w", what, portal, unwrapDial(err))
+	}
+	tuneTCP(nc)
+	r := pdu.NewReader(nc)
+	w := pdu.NewWriter(nc)
+	s.mu.Lock()
+	tsih := s.tsih
+	s.mu.Unlock()
+	res, err := login(lctx, nc, r, w, loginParams{
+		portal:     portal,
+		target:     s.target,
+		discovery:  s.discovery,
+		isid:       s.isid,
+		tsih:       tsih,
+		cid:        1,
+		cmdSN:      1,
+		name:       s.cfg.InitiatorName,
+		alias:      s.cfg.InitiatorAlias,
+		creds:      s.cfg.Credentials,
+		algorithms: algs,
+		neg:        s.cfg.Negotiation,
+		log:        s.log,
+	})
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	st := res.state
+	st.cmdSN = st.expCmdSN
+	s.mu.Lock()
+	s.tsih = st.tsih
+	s.tpgt = res.tpgt
+	s.alias = res.alias
+	s.mu.Unlock()
+	c := newConn(portal, nc, r, w, st, s.discovery, s.log)
+	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait}
+	if ka.interval < 0 {
+		ka.interval = 0
+	}
+	c.start(ka)
+	s.log.Debug().Int("max_recv_data_segment", st.params.MaxRecvDataSegmentLength).
+		Int("target_max_recv_data_segment", st.params.TargetMaxRecvDataSegmentLength).
+		Int("max_burst", st.params.MaxBurstLength).Int("first_burst", st.params.FirstBurstLength).
+		Bool("initial_r2t", st.params.InitialR2T).Bool("immediate_data", st.params.ImmediateData).
+		Bool("header_digest", st.params.HeaderDigest).Bool("data_digest", st.params.DataDigest).
+		Msg("logged in")
+	return c, nil
+}
+
+// unwrapDial keeps the useful part of a dial error ("connection refused").
+func unwrapDial(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err
+	}
+	return err
+}
+
+// tuneTCP sets options that matter for a storage connection.
+func tuneTCP(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		setUserTimeout(tc, 30*time.Second)
+	}
+}
+
+// Target returns the target name.
+func (s *Session) Target() string { return s.target }
+
+// Portal returns the portal the session is connected to.
+func (s *Session) Portal() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.portal
+}
+
+// Params returns the negotiated operational parameters.
+func (s *Session) Params() Params {
+	c := s.current()
+	if c == nil {
+		return Params{}
+	}
+	return c.params
+}
+
+// PeakInFlight returns the most SCSI commands this session had outstanding
+// at once on its current connection.
+func (s *Session) PeakInFlight() int {
+	if c := s.current(); c != nil {
+		return int(c.peak.Load())
+	}
+	return 0
+}
+
+// InFlight returns the SCSI commands outstanding now.
+func (s *Session) InFlight() int {
+	if c := s.current(); c != nil {
+		return int(c.inflight.Load())
+	}
+	return 0
+}
+
+func (s *Session) current() *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
+}
+
+// Execute runs one SCSI command and returns how it ended. A non-GOOD status
+// is not an error here (see Do); errors are transport failures.
+func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.slots }()
+	s.mu.Lock()
+	c, closed := s.conn, s.closed
+	s.mu.Unlock()
+	if closed || c == nil {
+		return nil, ErrSessionClosed
+	}
+	return c.execSCSI(ctx, cmd)
+}
+
+// Close logs out (reason: close the session) and closes the connection. It
+// waits for outstanding commands no longer than ctx allows.
+func (s *Session) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	err := c.logout(ctx)
+	c.close(ErrSessionClosed)
+	return err
+}
+
+// logout sends Logout (close session) and waits for the response
+// (RFC 7143 §11.14). After it nothing else is sent on the connection.
+func (c *conn) logout(ctx context.Context) error {
+	if err := c.deadErr(); err != nil {
+		return nil // nothing to log out of
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	t := newTask(taskLogout)
+	err := c.send(ctx, t, sendOpts{immediate: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
+		return &pdu.LogoutReq{Immediate: true, Reason: 0, ITT: itt, CID: 1, CmdSN: cmdSN, ExpStatSN: expStatSN}
+	})
+	if err != nil {
+		return fmt.Errorf("logout: %w", err)
+	}
+	select {
+	case <-t.done:
+		if t.result.err != nil {
+			return fmt.Errorf("logout: %w", t.result.err)
+		}
+		if t.result.response != 0 {
+			return fmt.Errorf("logout: target answered response %d", t.result.response)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("logout: %w", ctx.Err())
+	}
+}
