@@ -2,6 +2,7 @@ package initiator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,10 +33,15 @@ type Response struct {
 // abortTimeout bounds ABORT TASK; past it the connection is dropped.
 const abortTimeout = 10 * time.Second
 
+// errTaskAborted ends a task that ABORT TASK removed at the target.
+var errTaskAborted = errors.New("command aborted after a timeout")
+
+func opName(cdb []byte) string { return scsi.OpName(cdb) }
+
 // execSCSI runs one command on the connection. It returns only when the
 // target no longer uses cmd's buffers: for reads the task is detached, for
 // writes the Data-Out sender has stopped.
-func (c *conn) execSCSI(ctx context.Context, cmd *Command) (*Response, error) {
+func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration) (*Response, error) {
 	if cmd.Read != nil && cmd.Write != nil {
 		return nil, fmt.Errorf("bidirectional commands are not supported")
 	}
@@ -84,8 +90,23 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command) (*Response, error) {
 		close(dataOutDone)
 	}
 
+	var expired <-chan time.Time
+	if timeout > 0 {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
 	select {
 	case <-t.done:
+	case <-expired:
+		// The target sits on the command: abort it (the abort drops the
+		// connection if the target does not answer), then let the session
+		// decide whether to re-issue.
+		c.log.Warn().Str("op", opName(cmd.CDB)).Dur("timeout", timeout).Msg("command timed out; aborting it")
+		t.detach()
+		c.abort(t)
+		<-dataOutDone
+		<-t.done
 	case <-ctx.Done():
 		if cmd.Write == nil {
 			// Reads can return at once: the reader discards further data.
@@ -194,7 +215,7 @@ func (c *conn) abort(t *task) {
 		switch tmf.result.response {
 		case pdu.TMFRespComplete, pdu.TMFRespNoTask:
 			if gone := c.take(t.itt); gone != nil {
-				c.finish(gone, taskResult{err: context.Canceled})
+				c.finish(gone, taskResult{err: errTaskAborted})
 			}
 			return
 		}

@@ -46,6 +46,8 @@ type conn struct {
 	peak     atomic.Int32 // most SCSI commands outstanding at once
 
 	wg sync.WaitGroup // reader, keep-alive and Data-Out goroutines
+
+	onDead func(*conn, error) // called once, in its own goroutine, when the connection fails
 }
 
 // loginState is what the login phase hands to Full Feature Phase.
@@ -115,7 +117,14 @@ func (c *conn) fail(err error) {
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	for _, t := range tasks {
+		// Wait until the reader is out of the task's buffer (the closed
+		// socket ends any read in progress): the command may be re-issued
+		// on a new connection into the same buffer.
+		t.detach()
 		c.finish(t, taskResult{err: err})
+	}
+	if c.onDead != nil {
+		go c.onDead(c, err)
 	}
 }
 

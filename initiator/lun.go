@@ -23,12 +23,18 @@ const (
 // Data-In bytes received; a final non-GOOD status is a *scsi.StatusError
 // wrapped in a *CommandError.
 func (s *Session) Do(ctx context.Context, lun uint64, cdb, read, write []byte) (int, error) {
+	return s.do(ctx, s.Execute, lun, cdb, read, write)
+}
+
+// do is Do over any way of executing a command (recovery uses a connection
+// that is not installed yet).
+func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (*Response, error), lun uint64, cdb, read, write []byte) (int, error) {
 	op := scsi.OpName(cdb)
 	ua, aborted := 0, 0
 	backoff := 5 * time.Millisecond
 	start := time.Now()
 	for {
-		resp, err := s.Execute(ctx, &Command{LUN: lun, CDB: cdb, Read: read, Write: write})
+		resp, err := exec(ctx, &Command{LUN: lun, CDB: cdb, Read: read, Write: write})
 		if err != nil {
 			return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: err}
 		}
@@ -135,6 +141,7 @@ func (s *Session) OpenLUN(ctx context.Context, lun uint64) (*LUN, error) {
 	}
 	l.readModeSense(ctx)
 	l.maxXfer = l.transferLimit()
+	s.rememberLUN(lun, lunIdentity{serial: l.Serial, identifier: l.Identifier})
 	return l, nil
 }
 

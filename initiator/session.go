@@ -29,6 +29,13 @@ type Config struct {
 	LoginTimeout   time.Duration // one login attempt (default 15 s)
 	KeepAlive      time.Duration // idle time before a NOP-Out ping (default 5 s; <0 disables)
 	KeepAliveWait  time.Duration // wait for the NOP-In (default 10 s)
+	// CommandTimeout bounds one SCSI command; on expiry it is aborted and
+	// re-issued, a second expiry drops the connection (default 30 s; <0 none).
+	CommandTimeout time.Duration
+	// ReplacementTimeout is how long commands wait for a lost connection to
+	// be re-established before failing (default 120 s, as open-iscsi; <0 =
+	// fail at once). Reconnection goes on in the background after it.
+	ReplacementTimeout time.Duration
 	Logger         zerolog.Logger
 	// Dial opens the TCP connection (default: net.Dialer with TCP keep-alive).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
@@ -54,6 +61,12 @@ func (c *Config) withDefaults() Config {
 	if out.KeepAliveWait <= 0 {
 		out.KeepAliveWait = 10 * time.Second
 	}
+	if out.CommandTimeout == 0 {
+		out.CommandTimeout = 30 * time.Second
+	}
+	if out.ReplacementTimeout == 0 {
+		out.ReplacementTimeout = 120 * time.Second
+	}
 	if out.Dial == nil {
 		d := &net.Dialer{KeepAlive: 15 * time.Second}
 		out.Dial = d.DialContext
@@ -72,13 +85,21 @@ type Session struct {
 	log       zerolog.Logger
 	slots     chan struct{}
 
-	mu     sync.Mutex
-	portal string
-	conn   *conn
-	tsih   uint16
-	tpgt   int
-	alias  string
-	closed bool
+	mu         sync.Mutex
+	portal     string
+	conn       *conn
+	tsih       uint16
+	tpgt       int
+	alias      string
+	closed     bool
+	stop       chan struct{} // closed by Close: ends recovery
+	changed    chan struct{} // closed and replaced when conn or unavailable change
+	recovering bool
+	// unavailable is set when the replacement timeout passed without a
+	// connection: commands fail with it until recovery succeeds.
+	unavailable error
+	reconnects  int
+	luns        map[uint64]lunIdentity // opened LUNs, re-checked after a reconnect
 }
 
 // Login opens a Normal session to target at portal ("host:port").
@@ -99,6 +120,9 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		log:       cfg.Logger.With().Str("portal", portal).Str("target", target).Logger(),
 		slots:     make(chan struct{}, cfg.QueueDepth),
 		tpgt:      -1,
+		stop:      make(chan struct{}),
+		changed:   make(chan struct{}),
+		luns:      map[uint64]lunIdentity{},
 	}
 	// Random-format ISID (T=10b, RFC 7143 §10.1.1), kept for the life of the
 	// session so that a reconnect reinstates it.
@@ -110,7 +134,7 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 	if err != nil {
 		return nil, err
 	}
-	s.conn = c
+	s.install(c)
 	return s, nil
 }
 
@@ -169,15 +193,12 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	tuneTCP(nc)
 	r := pdu.NewReader(nc)
 	w := pdu.NewWriter(nc)
-	s.mu.Lock()
-	tsih := s.tsih
-	s.mu.Unlock()
 	res, err := login(lctx, nc, r, w, loginParams{
 		portal:     portal,
 		target:     s.target,
 		discovery:  s.discovery,
 		isid:       s.isid,
-		tsih:       tsih,
+		tsih:       0, // with the same ISID: reinstates the old session (RFC 7143 §6.3.5)
 		cid:        1,
 		cmdSN:      1,
 		name:       s.cfg.InitiatorName,
@@ -273,7 +294,10 @@ func (s *Session) current() *conn {
 }
 
 // Execute runs one SCSI command and returns how it ended. A non-GOOD status
-// is not an error here (see Do); errors are transport failures.
+// is not an error here (see Do); errors are transport failures. A command
+// caught by a connection failure or a timeout is re-issued once the session
+// is re-established (block commands are idempotent), within the replacement
+// timeout.
 func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) {
 	select {
 	case s.slots <- struct{}{}:
@@ -281,13 +305,42 @@ func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) 
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.slots }()
-	s.mu.Lock()
-	c, closed := s.conn, s.closed
-	s.mu.Unlock()
-	if closed || c == nil {
-		return nil, ErrSessionClosed
+	timeouts := 0
+	for {
+		c, err := s.connFor(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.execSCSI(ctx, cmd, s.cfg.CommandTimeout)
+		var ce *ConnectionError
+		switch {
+		case err == nil:
+			return resp, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, errTaskAborted):
+			timeouts++
+			if timeouts >= 2 {
+				// Aborting did not help: start over on a new connection.
+				c.fail(fmt.Errorf("%s timed out twice", opName(cmd.CDB)))
+			}
+		case errors.As(err, &ce):
+			if s.isClosed() {
+				return nil, ErrSessionClosed
+			}
+			if s.discovery {
+				return nil, err
+			}
+		default:
+			return nil, err
+		}
 	}
-	return c.execSCSI(ctx, cmd)
+}
+
+func (s *Session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Close logs out (reason: close the session) and closes the connection. It
@@ -299,6 +352,8 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	close(s.stop)
+	s.broadcastLocked()
 	c := s.conn
 	s.mu.Unlock()
 	if c == nil {

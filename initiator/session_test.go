@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -170,23 +171,75 @@ func TestSessionCancelledRead(t *testing.T) {
 func TestSessionConnectionLoss(t *testing.T) {
 	checkNoLeak(t)
 	ft := newFakeTarget(t, 1<<20)
-	_, l := fakeSession(t, ft, fakeConfig(t))
+	s, l := fakeSession(t, ft, fakeConfig(t))
 	ft.delay.Store(int64(200 * time.Millisecond))
 	done := make(chan error, 1)
+	buf := make([]byte, 4096)
 	go func() {
-		_, err := l.ReadAtContext(context.Background(), make([]byte, 4096), 0)
+		_, err := l.ReadAtContext(context.Background(), buf, 4096)
 		done <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
 	ft.dropAll()
 	select {
 	case err := <-done:
-		var ce *ConnectionError
-		if !errors.As(err, &ce) {
-			t.Fatalf("got %v, want a ConnectionError", err)
+		if err != nil {
+			t.Fatalf("read across a connection loss: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+		if !bytes.Equal(buf, ft.disk[4096:8192]) {
+			t.Fatal("read across a connection loss returned wrong data")
+		}
+		if n := s.Reconnects(); n != 1 {
+			t.Errorf("%d reconnects, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
 		t.Fatal("read hung after the connection dropped")
+	}
+}
+
+func TestSessionReplacementTimeout(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	cfg := fakeConfig(t)
+	cfg.ReplacementTimeout = 300 * time.Millisecond
+	s, l := fakeSession(t, ft, cfg)
+	addr := ft.ln.Addr().String()
+	ft.ln.Close() // the target is gone: reconnects are refused
+	ft.dropAll()
+	start := time.Now()
+	buf := make([]byte, 512)
+	_, err := l.ReadAtContext(context.Background(), buf, 0)
+	var ue *SessionUnavailableError
+	if !errors.As(err, &ue) {
+		t.Fatalf("got %v, want SessionUnavailableError", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("failing took %v with a 300ms replacement timeout", d)
+	}
+	if s.State() != "unavailable" {
+		t.Errorf("state %q", s.State())
+	}
+	// The target comes back on the same address: I/O works again without a
+	// new session.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addr, err)
+	}
+	ft.ln = ln
+	ft.start()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err = l.ReadAtContext(context.Background(), buf, 0)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("I/O after the target came back: %v", err)
+	}
+	if s.State() != "logged-in" || s.Reconnects() != 1 {
+		t.Errorf("state %q, %d reconnects", s.State(), s.Reconnects())
 	}
 }
 

@@ -70,7 +70,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "header-digest", Usage: "none, crc32c, prefer-crc32c", Value: "none"},
 		&cli.StringFlag{Name: "data-digest", Usage: "none, crc32c, prefer-crc32c", Value: "none"},
 		&cli.DurationFlag{Name: "timeout", Usage: "login and command timeout", Value: 30 * time.Second},
-		&cli.DurationFlag{Name: "replacement-timeout", Usage: "how long I/O waits for a lost session to come back", Value: 120 * time.Second},
+		&cli.DurationFlag{Name: "replacement-timeout", Usage: "how long I/O waits for a lost session to come back (0: fail at once; reconnecting goes on)", Value: 120 * time.Second},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn, error", Value: "info"},
 		&cli.StringFlag{Name: "log-format", Usage: "console or json (default: console on a terminal, json otherwise)"},
 	}
@@ -151,6 +151,11 @@ func sessionConfig(c *cli.Context, u *initiator.URL, log zerolog.Logger) (initia
 		return cfg, fmt.Errorf("--data-digest: %w", err)
 	}
 	cfg.LoginTimeout = c.Duration("timeout")
+	cfg.CommandTimeout = c.Duration("timeout")
+	cfg.ReplacementTimeout = c.Duration("replacement-timeout")
+	if cfg.ReplacementTimeout == 0 {
+		cfg.ReplacementTimeout = -1 // fail fast; 0 means "default" to the library
+	}
 	cfg.Logger = log
 	return cfg, nil
 }

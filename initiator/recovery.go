@@ -1,0 +1,271 @@
+package initiator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/iscsifs/iscsifs/initiator/scsi"
+)
+
+// Session recovery at ErrorRecoveryLevel 0 (RFC 7143 §7.1.4, §6.3.5): when
+// the connection fails, log in again with the same ISID and TSIH 0 (the
+// target then drops the old session and its tasks), check that the LUNs are
+// the same devices, and let waiting commands re-issue themselves. Commands
+// wait up to the replacement timeout; after it they fail with a
+// *SessionUnavailableError while reconnection goes on in the background.
+
+// Reconnect back-off: the first attempt at once, then growing to a cap.
+const (
+	reconnectFirstDelay = 250 * time.Millisecond
+	reconnectMaxDelay   = 5 * time.Second
+)
+
+// SessionUnavailableError is returned for I/O while the session has been
+// without a connection for longer than the replacement timeout.
+type SessionUnavailableError struct {
+	Target string
+	Portal string
+	Since  time.Time
+	Cause  error // why the connection was lost
+	Last   error // the last reconnect attempt's error
+}
+
+func (e *SessionUnavailableError) Error() string {
+	msg := fmt.Sprintf("session to %s at %s unavailable for %s: %v", e.Target, e.Portal, time.Since(e.Since).Round(time.Second), e.Cause)
+	if e.Last != nil {
+		msg += fmt.Sprintf(" (reconnect: %v)", e.Last)
+	}
+	return msg
+}
+
+func (e *SessionUnavailableError) Unwrap() error { return e.Cause }
+
+// ErrDeviceChanged means that after a reconnect a LUN reports another
+// identity (serial number or designator): I/O to it would go to another disk.
+var ErrDeviceChanged = errors.New("LUN identity changed after reconnect")
+
+// lunIdentity is what a LUN must still report after a reconnect.
+type lunIdentity struct {
+	serial, identifier string
+}
+
+// install makes c the session's connection and watches it for failure.
+func (s *Session) install(c *conn) {
+	if !s.discovery {
+		c.onDead = s.connDead
+	}
+	s.mu.Lock()
+	s.conn = c
+	s.unavailable = nil
+	s.broadcastLocked()
+	s.mu.Unlock()
+}
+
+// broadcastLocked wakes everyone waiting in connFor; s.mu must be held.
+func (s *Session) broadcastLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Reconnects returns how many times the session was re-established.
+func (s *Session) Reconnects() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reconnects
+}
+
+// State describes the session for status output: "logged-in",
+// "recovering", "unavailable" or "closed".
+func (s *Session) State() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return "closed"
+	case s.unavailable != nil:
+		return "unavailable"
+	case s.recovering:
+		return "recovering"
+	}
+	return "logged-in"
+}
+
+// connFor returns a live connection, waiting while the session recovers.
+func (s *Session) connFor(ctx context.Context) (*conn, error) {
+	for {
+		s.mu.Lock()
+		switch {
+		case s.closed:
+			s.mu.Unlock()
+			return nil, ErrSessionClosed
+		case s.unavailable != nil:
+			err := s.unavailable
+			s.mu.Unlock()
+			return nil, err
+		}
+		c := s.conn
+		if c != nil && c.deadErr() == nil {
+			s.mu.Unlock()
+			return c, nil
+		}
+		if s.discovery {
+			s.mu.Unlock()
+			if c != nil {
+				return nil, c.deadErr()
+			}
+			return nil, ErrSessionClosed
+		}
+		wait := s.changed
+		s.mu.Unlock()
+		if c != nil {
+			s.connDead(c, c.deadErr()) // idempotent: starts recovery if needed
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// connDead starts recovery for c unless it already runs or c was replaced.
+func (s *Session) connDead(c *conn, cause error) {
+	s.mu.Lock()
+	if s.closed || s.conn != c || s.recovering {
+		s.mu.Unlock()
+		return
+	}
+	s.recovering = true
+	s.mu.Unlock()
+	s.log.Warn().Err(cause).Msg("connection lost; reconnecting")
+	go s.recoverLoop(c, cause)
+}
+
+func (s *Session) recoverLoop(dead *conn, cause error) {
+	dead.close(cause) // wait for its goroutines
+	since := time.Now()
+	delay := time.Duration(0)
+	var replacement <-chan time.Time
+	if s.cfg.ReplacementTimeout > 0 {
+		t := time.NewTimer(s.cfg.ReplacementTimeout)
+		defer t.Stop()
+		replacement = t.C
+	} else {
+		s.markUnavailable(since, cause, nil)
+	}
+	var last error
+	for attempt := 1; ; attempt++ {
+		if delay > 0 {
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-replacement:
+				timer.Stop()
+				replacement = nil
+				s.markUnavailable(since, cause, last)
+				continue
+			case <-s.stop:
+				timer.Stop()
+				return
+			}
+		}
+		delay = min(max(delay*2, reconnectFirstDelay), reconnectMaxDelay)
+		select {
+		case <-s.stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		c, err := s.connect(ctx)
+		if err == nil {
+			err = s.revalidate(ctx, c)
+			if err != nil {
+				c.close(err)
+			}
+		}
+		cancel()
+		if err == nil {
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				c.close(ErrSessionClosed)
+				return
+			}
+			s.reconnects++
+			s.recovering = false
+			s.mu.Unlock()
+			s.install(c)
+			s.log.Info().Int("attempt", attempt).Dur("after", time.Since(since).Round(time.Millisecond)).Msg("session re-established")
+			return
+		}
+		last = err
+		s.log.Warn().Err(err).Int("attempt", attempt).Msg("reconnect failed")
+		if errors.Is(err, ErrDeviceChanged) {
+			// Never write to another disk: the session stays unavailable.
+			s.markUnavailable(since, err, nil)
+			return
+		}
+		s.mu.Lock()
+		if s.unavailable != nil {
+			s.unavailable = &SessionUnavailableError{Target: s.target, Portal: s.portal, Since: since, Cause: cause, Last: last}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *Session) markUnavailable(since time.Time, cause, last error) {
+	s.mu.Lock()
+	s.unavailable = &SessionUnavailableError{Target: s.target, Portal: s.portal, Since: since, Cause: cause, Last: last}
+	s.broadcastLocked()
+	s.mu.Unlock()
+	s.log.Error().Err(cause).Msg("session unavailable: replacement timeout passed; I/O fails until the target is back")
+}
+
+// revalidate runs on a fresh connection before it is installed: it absorbs
+// the UNIT ATTENTIONs every new I_T nexus gets and checks each opened LUN
+// still has its identity (RFC 7143 §7.1.4; SPC-4 29/xx).
+func (s *Session) revalidate(ctx context.Context, c *conn) error {
+	s.mu.Lock()
+	luns := make(map[uint64]lunIdentity, len(s.luns))
+	for n, id := range s.luns {
+		luns[n] = id
+	}
+	s.mu.Unlock()
+	exec := func(ctx context.Context, cmd *Command) (*Response, error) {
+		return c.execSCSI(ctx, cmd, s.cfg.CommandTimeout)
+	}
+	for n, id := range luns {
+		if _, err := s.do(ctx, exec, n, scsi.TestUnitReady(), nil, nil); err != nil {
+			return err
+		}
+		if id.serial == "" {
+			continue
+		}
+		buf := make([]byte, 255)
+		got, err := s.do(ctx, exec, n, scsi.Inquiry(true, 0x80, 255), buf, nil)
+		if err != nil {
+			return err
+		}
+		serial, err := scsi.ParseUnitSerial(buf[:got])
+		if err != nil || serial != id.serial {
+			return fmt.Errorf("%w: LUN %d serial %q, was %q", ErrDeviceChanged, n, serial, id.serial)
+		}
+	}
+	return nil
+}
+
+// rememberLUN records an opened LUN's identity for revalidation.
+func (s *Session) rememberLUN(n uint64, id lunIdentity) {
+	s.mu.Lock()
+	s.luns[n] = id
+	s.mu.Unlock()
+}
