@@ -36,7 +36,7 @@ type Config struct {
 	// be re-established before failing (default 120 s, as open-iscsi; <0 =
 	// fail at once). Reconnection goes on in the background after it.
 	ReplacementTimeout time.Duration
-	Logger         zerolog.Logger
+	Logger             zerolog.Logger
 	// Dial opens the TCP connection (default: net.Dialer with TCP keep-alive).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
