@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iscsifs/iscsifs/initiator/scsi"
@@ -55,6 +57,9 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
 			}
 			s.log.Debug().Uint64("lun", lun).Str("sense", serr.Sense.String()).Msg("unit attention")
+			if errors.Is(serr, scsi.ErrCapacityChanged) {
+				s.capacityChanged(lun)
+			}
 		case resp.Status == scsi.StatusBusy || resp.Status == scsi.StatusTaskSetFull:
 			if time.Since(start) > maxBusyWait {
 				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
@@ -91,8 +96,14 @@ type LUN struct {
 	ownsS     bool
 	lun       uint64
 	blockSize int
-	blocks    uint64
-	maxXfer   int // bytes per command
+	blocks    atomic.Uint64 // changes on a capacity-changed UNIT ATTENTION
+	maxXfer   int           // bytes per command
+	lbpme     bool          // thin-provisioned (READ CAPACITY(16) LBPME)
+
+	unmapBroken     atomic.Bool // UNMAP advertised but refused
+	lbaStatusBroken atomic.Bool // GET LBA STATUS refused
+	resizeMu        sync.Mutex
+	onResize        func(newSize int64)
 
 	Inquiry      scsi.InquiryData
 	Serial       string // VPD 0x80, "" if not reported
@@ -141,7 +152,7 @@ func (s *Session) OpenLUN(ctx context.Context, lun uint64) (*LUN, error) {
 	}
 	l.readModeSense(ctx)
 	l.maxXfer = l.transferLimit()
-	s.rememberLUN(lun, lunIdentity{serial: l.Serial, identifier: l.Identifier})
+	s.rememberLUN(l)
 	return l, nil
 }
 
@@ -243,8 +254,12 @@ func (l *LUN) readCapacity(ctx context.Context) error {
 	if c.BlockSize == 0 || c.BlockSize%512 != 0 || c.BlockSize > 1<<20 {
 		return &CommandError{Target: s.target, LUN: l.lun, Op: "READ CAPACITY", Err: fmt.Errorf("unsupported block size %d", c.BlockSize)}
 	}
+	if l.blockSize != 0 && l.blockSize != int(c.BlockSize) {
+		return &CommandError{Target: s.target, LUN: l.lun, Op: "READ CAPACITY", Err: fmt.Errorf("block size changed from %d to %d", l.blockSize, c.BlockSize)}
+	}
 	l.blockSize = int(c.BlockSize)
-	l.blocks = c.LastLBA + 1
+	l.lbpme = c.LBPME
+	l.blocks.Store(c.LastLBA + 1)
 	return nil
 }
 
@@ -297,7 +312,35 @@ func (l *LUN) Number() uint64 { return l.lun }
 func (l *LUN) Session() *Session { return l.s }
 
 // Size returns the capacity in bytes.
-func (l *LUN) Size() int64 { return int64(l.blocks) * int64(l.blockSize) }
+func (l *LUN) Size() int64 { return int64(l.blocks.Load()) * int64(l.blockSize) }
+
+// OnResize registers f to be called (from its own goroutine) when the LUN's
+// capacity changes (UNIT ATTENTION 2A/09, CAPACITY DATA HAS CHANGED).
+func (l *LUN) OnResize(f func(newSize int64)) {
+	l.resizeMu.Lock()
+	l.onResize = f
+	l.resizeMu.Unlock()
+}
+
+// refreshCapacity re-reads the capacity and reports a change.
+func (l *LUN) refreshCapacity(ctx context.Context) {
+	before := l.Size()
+	if err := l.readCapacity(ctx); err != nil {
+		l.s.log.Warn().Err(err).Uint64("lun", l.lun).Msg("re-reading capacity after a capacity change")
+		return
+	}
+	after := l.Size()
+	if after == before {
+		return
+	}
+	l.s.log.Info().Uint64("lun", l.lun).Int64("from", before).Int64("to", after).Msg("LUN capacity changed")
+	l.resizeMu.Lock()
+	f := l.onResize
+	l.resizeMu.Unlock()
+	if f != nil {
+		f(after)
+	}
+}
 
 // BlockSize returns the logical block size.
 func (l *LUN) BlockSize() int { return l.blockSize }

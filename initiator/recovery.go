@@ -46,11 +46,6 @@ func (e *SessionUnavailableError) Unwrap() error { return e.Cause }
 // identity (serial number or designator): I/O to it would go to another disk.
 var ErrDeviceChanged = errors.New("LUN identity changed after reconnect")
 
-// lunIdentity is what a LUN must still report after a reconnect.
-type lunIdentity struct {
-	serial, identifier string
-}
-
 // install makes c the session's connection and watches it for failure.
 func (s *Session) install(c *conn) {
 	if !s.discovery {
@@ -235,19 +230,19 @@ func (s *Session) markUnavailable(since time.Time, cause, last error) {
 // still has its identity (RFC 7143 §7.1.4; SPC-4 29/xx).
 func (s *Session) revalidate(ctx context.Context, c *conn) error {
 	s.mu.Lock()
-	luns := make(map[uint64]lunIdentity, len(s.luns))
-	for n, id := range s.luns {
-		luns[n] = id
+	luns := make(map[uint64]*LUN, len(s.luns))
+	for n, l := range s.luns {
+		luns[n] = l
 	}
 	s.mu.Unlock()
 	exec := func(ctx context.Context, cmd *Command) (*Response, error) {
 		return c.execSCSI(ctx, cmd, s.cfg.CommandTimeout)
 	}
-	for n, id := range luns {
+	for n, l := range luns {
 		if _, err := s.do(ctx, exec, n, scsi.TestUnitReady(), nil, nil); err != nil {
 			return err
 		}
-		if id.serial == "" {
+		if l.Serial == "" {
 			continue
 		}
 		buf := make([]byte, 255)
@@ -256,16 +251,29 @@ func (s *Session) revalidate(ctx context.Context, c *conn) error {
 			return err
 		}
 		serial, err := scsi.ParseUnitSerial(buf[:got])
-		if err != nil || serial != id.serial {
-			return fmt.Errorf("%w: LUN %d serial %q, was %q", ErrDeviceChanged, n, serial, id.serial)
+		if err != nil || serial != l.Serial {
+			return fmt.Errorf("%w: LUN %d serial %q, was %q", ErrDeviceChanged, n, serial, l.Serial)
 		}
 	}
 	return nil
 }
 
-// rememberLUN records an opened LUN's identity for revalidation.
-func (s *Session) rememberLUN(n uint64, id lunIdentity) {
+// rememberLUN records an opened LUN for revalidation after a reconnect and
+// for capacity changes.
+func (s *Session) rememberLUN(l *LUN) {
 	s.mu.Lock()
-	s.luns[n] = id
+	s.luns[l.lun] = l
 	s.mu.Unlock()
+}
+
+// capacityChanged re-reads the capacity of an opened LUN in the background
+// (it runs commands itself, so not from inside the command that saw the UA).
+func (s *Session) capacityChanged(lun uint64) {
+	s.mu.Lock()
+	l := s.luns[lun]
+	s.mu.Unlock()
+	if l == nil {
+		return
+	}
+	go l.refreshCapacity(context.Background())
 }

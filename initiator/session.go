@@ -99,7 +99,7 @@ type Session struct {
 	// connection: commands fail with it until recovery succeeds.
 	unavailable error
 	reconnects  int
-	luns        map[uint64]lunIdentity // opened LUNs, re-checked after a reconnect
+	luns        map[uint64]*LUN // opened LUNs, re-checked after a reconnect
 }
 
 // Login opens a Normal session to target at portal ("host:port").
@@ -122,7 +122,7 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		tpgt:      -1,
 		stop:      make(chan struct{}),
 		changed:   make(chan struct{}),
-		luns:      map[uint64]lunIdentity{},
+		luns:      map[uint64]*LUN{},
 	}
 	// Random-format ISID (T=10b, RFC 7143 §10.1.1), kept for the life of the
 	// session so that a reconnect reinstates it.
