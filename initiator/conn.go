@@ -27,8 +27,12 @@ type conn struct {
 	discovery bool
 	log       zerolog.Logger
 
-	sendMu sync.Mutex // held while assigning CmdSN and writing one PDU
-	wraw   pdu.Raw    // encode scratch, guarded by sendMu
+	sendMu  sync.Mutex    // held while assigning CmdSN and queueing one PDU
+	sq      *sendQueue    // PDUs waiting for the writer, guarded by sendMu
+	spare   *sendQueue    // the queue being written, or free; guarded by sendMu
+	flushCh chan struct{} // wakes the writer
+	flushed *sync.Cond    // on sendMu: the writer finished a batch
+	wraw    pdu.Raw       // encode scratch, guarded by sendMu
 
 	mu        sync.Mutex
 	cmdSN     uint32 // next CmdSN to assign
@@ -64,12 +68,14 @@ type keepAlive struct {
 	timeout  time.Duration // time to wait for the NOP-In
 }
 
-func newConn(portal string, nc net.Conn, r *pdu.Reader, w *pdu.Writer, st loginState, discovery bool, log zerolog.Logger) *conn {
+func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery bool, log zerolog.Logger) *conn {
 	c := &conn{
 		portal:    portal,
 		nc:        nc,
 		r:         r,
-		w:         w,
+		sq:        &sendQueue{},
+		spare:     &sendQueue{},
+		flushCh:   make(chan struct{}, 1),
 		params:    st.params,
 		discovery: discovery,
 		log:       log,
@@ -82,16 +88,19 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, w *pdu.Writer, st loginS
 		nextITT:   1,
 		dead:      make(chan struct{}),
 	}
+	c.w = pdu.NewWriter(queueWriter{c})
+	c.flushed = sync.NewCond(&c.sendMu)
 	r.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
-	w.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
+	c.w.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
 	r.SetMaxDataSegmentLength(st.params.MaxRecvDataSegmentLength)
 	c.lastRecv.Store(time.Now().UnixNano())
 	return c
 }
 
 func (c *conn) start(ka keepAlive) {
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.readLoop()
+	go c.writeLoop()
 	if ka.interval > 0 {
 		c.wg.Add(1)
 		go c.keepAliveLoop(ka)
@@ -117,12 +126,14 @@ func (c *conn) fail(err error) {
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	for _, t := range tasks {
+		println("DEBUG fail task", t.itt, t.kind)
 		// Wait until the reader is out of the task's buffer (the closed
 		// socket ends any read in progress): the command may be re-issued
 		// on a new connection into the same buffer.
 		t.detach()
 		c.finish(t, taskResult{err: err})
 	}
+	c.flushed.Broadcast() // senders waiting for the writer
 	if c.onDead != nil {
 		go c.onDead(c, err)
 	}
@@ -196,12 +207,12 @@ type sendOpts struct {
 // write so that a fast reply always finds its task.
 func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cmdSN, expStatSN uint32) pdu.Message) error {
 	for {
-		c.sendMu.Lock()
+		c.lockSend()
 		c.mu.Lock()
 		if c.err != nil {
 			err := c.err
 			c.mu.Unlock()
-			c.sendMu.Unlock()
+			c.unlockSend()
 			return err
 		}
 		if o.immediate || !o.gated || serialLessEq(c.cmdSN, c.maxCmdSN) {
@@ -226,17 +237,11 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 			}
 			expStatSN := c.expStatSN
 			c.mu.Unlock()
-			err := c.writeLocked(build(itt, cmdSN, expStatSN))
-			c.sendMu.Unlock()
-			if err != nil {
-				c.fail(err)
-				return c.deadErr()
-			}
-			return nil
+			return c.writeAndUnlock(build(itt, cmdSN, expStatSN))
 		}
 		wait := c.windowCh
 		c.mu.Unlock()
-		c.sendMu.Unlock()
+		c.unlockSend()
 		select {
 		case <-wait:
 		case <-c.dead:
@@ -249,12 +254,12 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 // sendUnnumbered writes a PDU outside command numbering (Data-Out, NOP-Out
 // replies); build gets the current ExpStatSN.
 func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
-	c.sendMu.Lock()
+	c.lockSend()
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		c.sendMu.Unlock()
+		c.unlockSend()
 		return err
 	}
 	expStatSN := c.expStatSN
@@ -264,33 +269,47 @@ func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
 	if nop, ok := msg.(*pdu.NOPOut); ok {
 		nop.CmdSN = cmdSN
 	}
-	err := c.writeLocked(msg)
-	c.sendMu.Unlock()
-	if err != nil {
-		c.fail(err)
-		return c.deadErr()
-	}
-	return nil
+	return c.writeAndUnlock(msg)
 }
 
-// writeLocked encodes and writes one PDU; sendMu must be held.
-func (c *conn) writeLocked(msg pdu.Message) error {
+// lockSend takes the send lock.
+func (c *conn) lockSend() { c.sendMu.Lock() }
+
+// unlockSend wakes the writer for what was queued and releases the send
+// lock; a sender that finds too much queued waits for the writer first
+// (bounded memory).
+func (c *conn) unlockSend() {
+	if c.sq.size > 0 {
+		select {
+		case c.flushCh <- struct{}{}:
+		default:
+		}
+	}
+	for c.sq.size > sendMaxBatch && c.deadErr() == nil {
+		c.flushed.Wait()
+	}
+	c.sendMu.Unlock()
+}
+
+// writeAndUnlock encodes and queues one PDU and releases the send lock.
+func (c *conn) writeAndUnlock(msg pdu.Message) error {
 	c.wraw.AHS = c.wraw.AHS[:0]
 	c.wraw.Data = nil
-	if err := msg.Encode(&c.wraw); err != nil {
-		return err
+	err := msg.Encode(&c.wraw)
+	if err == nil {
+		err = c.w.Write(&c.wraw)
 	}
-	if d, ok := c.writeDeadline(); ok {
-		_ = c.nc.SetWriteDeadline(d)
+	c.wraw.Data = nil
+	c.unlockSend()
+	if err != nil {
+		c.fail(err)
 	}
-	return c.w.Write(&c.wraw)
+	return c.deadErr()
 }
 
-// writeDeadline bounds a single write so a target that stops reading cannot
-// block senders forever.
-func (c *conn) writeDeadline() (time.Time, bool) {
-	return time.Now().Add(60 * time.Second), true
-}
+// writeTimeout bounds one write so a target that stops reading cannot block
+// senders forever.
+const writeTimeout = 60 * time.Second
 
 // updateWindow applies ExpCmdSN/MaxCmdSN from a target PDU (RFC 7143
 // §4.2.2.1): only when MaxCmdSN >= ExpCmdSN-1 and the values move forward.
@@ -344,12 +363,15 @@ func (c *conn) readLoop() {
 	for {
 		ahs, err := c.r.ReadHeader(&raw.BHS)
 		if err != nil {
+			println("DEBUG initiator read", err.Error())
 			c.fail(err)
 			return
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
 		raw.AHS = ahs
+		println("DEBUG initiator got", raw.BHS.Opcode().String())
 		if err := c.dispatch(&raw); err != nil {
+			println("DEBUG initiator dispatch", err.Error())
 			c.fail(err)
 			return
 		}
@@ -394,6 +416,7 @@ func (c *conn) dispatch(raw *pdu.Raw) error {
 		}
 		return c.complete(m.ITT, taskText, taskResult{msg: cloneMsg(m)})
 	case *pdu.LogoutResp:
+		println("DEBUG logout resp itt", m.ITT)
 		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
 		if err := c.checkStatSN(m.StatSN); err != nil {
 			return err

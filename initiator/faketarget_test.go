@@ -1,9 +1,11 @@
 package initiator
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,6 +33,19 @@ type fakeTarget struct {
 	onPDU       func(c *fakeConn, raw *pdu.Raw) bool // return true when handled
 	sendTargets string                               // SendTargets answer text (joined NUL-separated)
 	textChunk   int                                  // split Text responses into chunks of this size
+
+	// Knobs for recovery and hostile-target tests (hostile_test.go,
+	// recovery_test.go), also set before the initiator connects.
+	chap    *fakeCHAP                                            // require CHAP in the security stage
+	digests bool                                                 // accept CRC32C header and data digests
+	onLogin func(c *fakeConn, req *pdu.LoginReq) fakeLoginAction // script the login phase
+	onSCSI  func(c *fakeConn, m *pdu.SCSICommand) bool           // answer a command itself (true) instead of executing it
+	serial  atomic.Pointer[string]                               // VPD 0x80 unit serial; nil: no VPD pages
+	logins  atomic.Int32                                         // logins that reached Full Feature Phase
+	scsiN   atomic.Int32                                         // SCSI commands received (after onPDU)
+	isids   []loginRecord                                        // every Login Request's ISID/TSIH, guarded by mu
+	live    []*fakeConn                                          // connections in Full Feature Phase, guarded by mu
+	chals   [][]byte                                             // CHAP challenges the initiator sent, guarded by mu
 
 	mu       sync.Mutex
 	disk     []byte
@@ -114,6 +129,12 @@ type fakeConn struct {
 
 	aborted       map[uint32]bool // ITTs ended by ABORT TASK, guarded by wmu
 	advertisedMax atomic.Uint32   // highest MaxCmdSN sent
+
+	chapID        byte   // CHAP_I sent to the initiator
+	chapChallenge []byte // CHAP_C sent to the initiator
+	chapDone      bool   // the initiator's CHAP_R was right
+	hdigest       bool   // negotiated digests, set after login
+	ddigest       bool
 }
 
 func (c *fakeConn) send(m pdu.Message) error {
@@ -221,6 +242,7 @@ func (c *fakeConn) serve() {
 	for {
 		var raw pdu.Raw
 		if err := c.r.Read(&raw); err != nil {
+			println("DEBUG read", err.Error())
 			return
 		}
 		if c.ft.onPDU != nil && c.ft.onPDU(c, &raw) {
@@ -228,10 +250,12 @@ func (c *fakeConn) serve() {
 		}
 		msg, err := pdu.Decode(&raw)
 		if err != nil {
+			println("DEBUG decode", err.Error())
 			return
 		}
 		switch m := msg.(type) {
 		case *pdu.SCSICommand:
+			c.ft.scsiN.Add(1)
 			if !serialLessEq(m.CmdSN, c.advertisedMax.Load()) {
 				c.ft.overruns.Add(1)
 			}
@@ -272,9 +296,10 @@ func (c *fakeConn) serve() {
 			c.textReply(m)
 		case *pdu.LogoutReq:
 			exp, max := c.window()
-			c.sendStatus(func(stat uint32) pdu.Message {
+			err := c.sendStatus(func(stat uint32) pdu.Message {
 				return &pdu.LogoutResp{ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
 			})
+			println("DEBUG logout sent", err == nil, c.hdigest, c.ddigest)
 			return
 		case *pdu.TaskMgmtReq:
 			exp, max := c.window()
@@ -291,9 +316,11 @@ func (c *fakeConn) serve() {
 	}
 }
 
-// login accepts AuthMethod=None and echoes the operational keys (with the
-// knob overrides).
+// login accepts AuthMethod=None (or runs CHAP when the chap knob is set) and
+// echoes the operational keys (with the knob overrides). onLogin may answer
+// any Login Request itself.
 func (c *fakeConn) login() bool {
+	hdigest, ddigest := false, false
 	for {
 		var raw pdu.Raw
 		if err := c.r.Read(&raw); err != nil {
@@ -303,17 +330,46 @@ func (c *fakeConn) login() bool {
 		if err := req.Decode(&raw); err != nil {
 			return false
 		}
+		c.ft.mu.Lock()
+		c.ft.isids = append(c.ft.isids, loginRecord{isid: req.ISID, tsih: req.TSIH})
+		c.ft.mu.Unlock()
+		if c.ft.onLogin != nil {
+			switch c.ft.onLogin(c, &req) {
+			case loginHandled:
+				continue
+			case loginClose:
+				return false
+			}
+		}
 		kvs, _ := pdu.ParseText(req.Data)
 		var answer []pdu.KV
+		if req.CSG == 0 && c.ft.chap != nil {
+			var ok bool
+			if answer, ok = c.chapStep(&req, kvs); !ok {
+				return false
+			}
+		}
 		for _, kv := range kvs {
 			switch kv.Key {
 			case "InitiatorName", "InitiatorAlias", "SessionType", "TargetName":
+			case "CHAP_A", "CHAP_N", "CHAP_R", "CHAP_I", "CHAP_C":
 			case "AuthMethod":
-				answer = append(answer, pdu.KV{Key: "AuthMethod", Value: "None"})
+				if c.ft.chap == nil {
+					answer = append(answer, pdu.KV{Key: "AuthMethod", Value: "None"})
+				}
 			case "MaxRecvDataSegmentLength":
 				c.mrdsl, _ = strconv.Atoi(kv.Value)
 			case "HeaderDigest", "DataDigest":
-				answer = append(answer, pdu.KV{Key: kv.Key, Value: "None"})
+				v := "None"
+				if c.ft.digests && strings.Contains(kv.Value, "CRC32C") {
+					v = "CRC32C"
+					if kv.Key == "HeaderDigest" {
+						hdigest = true
+					} else {
+						ddigest = true
+					}
+				}
+				answer = append(answer, pdu.KV{Key: kv.Key, Value: v})
 			default:
 				if v, ok := c.ft.keys[kv.Key]; ok {
 					answer = append(answer, pdu.KV{Key: kv.Key, Value: v})
@@ -338,18 +394,229 @@ func (c *fakeConn) login() bool {
 		}
 		atomic.StoreUint32(&c.expCmd, req.CmdSN)
 		exp, max := c.window()
+		transit := req.Transit
+		if req.CSG == 0 && c.ft.chap != nil && !c.chapDone {
+			transit = false // CHAP has not finished: stay in the security stage
+		}
 		resp := &pdu.LoginResp{
-			Transit: req.Transit, CSG: req.CSG, NSG: req.NSG, ISID: req.ISID, TSIH: 1,
+			Transit: transit, CSG: req.CSG, NSG: req.NSG, ISID: req.ISID, TSIH: 1,
 			ITT: req.ITT, StatSN: c.nextStat(), ExpCmdSN: exp, MaxCmdSN: max,
 			Data: pdu.EncodeText(nil, answer),
+		}
+		if !transit {
+			resp.NSG = 0
 		}
 		if err := c.send(resp); err != nil {
 			return false
 		}
-		if req.Transit && req.NSG == 3 {
+		if transit && req.NSG == 3 {
+			c.wmu.Lock()
+			c.r.SetDigests(hdigest, ddigest)
+			c.w.SetDigests(hdigest, ddigest)
+			c.hdigest, c.ddigest = hdigest, ddigest
+			c.wmu.Unlock()
+			c.ft.logins.Add(1)
+			c.ft.mu.Lock()
+			c.ft.live = append(c.ft.live, c)
+			c.ft.mu.Unlock()
 			return true
 		}
 	}
+}
+
+// loginRecord is what identified one Login Request's session.
+type loginRecord struct {
+	isid [6]byte
+	tsih uint16
+}
+
+// fakeLoginAction is what an onLogin hook did with a Login Request.
+type fakeLoginAction int
+
+const (
+	loginDefault fakeLoginAction = iota // let the fake answer as usual
+	loginHandled                        // the hook answered (or chose not to); read the next PDU
+	loginClose                          // close the connection
+)
+
+// fakeCHAP is the target side of CHAP (MD5 only): the initiator's account,
+// optionally the target's own for mutual CHAP, and ways to misbehave.
+type fakeCHAP struct {
+	user, secret             string
+	mutualUser, mutualSecret string
+	// challenge, when set, picks the challenge for a connection (a hostile
+	// target replaying one the initiator sent).
+	challenge func(c *fakeConn) []byte
+	// mutualWith, when set, is the secret the target answers the mutual
+	// challenge with (a reflection uses the initiator's own).
+	mutualWith string
+	// responses counts CHAP_R values received from the initiator.
+	responses atomic.Int32
+}
+
+// chapStep runs one security-stage PDU through CHAP and returns the keys to
+// answer; false means the login failed and the connection was answered with
+// an authentication failure.
+func (c *fakeConn) chapStep(req *pdu.LoginReq, kvs []pdu.KV) ([]pdu.KV, bool) {
+	ch := c.ft.chap
+	if _, ok := pdu.Lookup(kvs, "AuthMethod"); ok {
+		return []pdu.KV{{Key: "AuthMethod", Value: "CHAP"}}, true
+	}
+	if _, ok := pdu.Lookup(kvs, "CHAP_A"); ok {
+		c.chapID = 7
+		c.chapChallenge = make([]byte, 16)
+		for i := range c.chapChallenge {
+			c.chapChallenge[i] = byte(i*31 + 5)
+		}
+		if ch.challenge != nil {
+			c.chapChallenge = ch.challenge(c)
+		}
+		return []pdu.KV{
+			{Key: "CHAP_A", Value: "5"},
+			{Key: "CHAP_I", Value: strconv.Itoa(int(c.chapID))},
+			{Key: "CHAP_C", Value: encodeHex(c.chapChallenge)},
+		}, true
+	}
+	r, ok := pdu.Lookup(kvs, "CHAP_R")
+	if !ok {
+		return nil, true // an empty PDU asking to transit
+	}
+	ch.responses.Add(1)
+	n, _ := pdu.Lookup(kvs, "CHAP_N")
+	got, err := decodeBinary(r, 1024)
+	want := chapResponse(CHAPMD5, c.chapID, ch.secret, c.chapChallenge)
+	if err != nil || n != ch.user || !bytes.Equal(got, want) {
+		c.send(&pdu.LoginResp{CSG: req.CSG, NSG: req.NSG, ISID: req.ISID, ITT: req.ITT, StatSN: c.nextStat(), StatusClass: 2, StatusDetail: 1})
+		return nil, false
+	}
+	c.chapDone = true
+	var answer []pdu.KV
+	if ic, ok := pdu.Lookup(kvs, "CHAP_C"); ok {
+		iid, _ := pdu.Lookup(kvs, "CHAP_I")
+		id, _ := strconv.Atoi(iid)
+		chal, _ := decodeBinary(ic, 1024)
+		c.ft.mu.Lock()
+		c.ft.chals = append(c.ft.chals, chal)
+		c.ft.mu.Unlock()
+		secret := ch.mutualSecret
+		if ch.mutualWith != "" {
+			secret = ch.mutualWith
+		}
+		answer = append(answer,
+			pdu.KV{Key: "CHAP_N", Value: ch.mutualUser},
+			pdu.KV{Key: "CHAP_R", Value: encodeHex(chapResponse(CHAPMD5, byte(id), secret, chal))})
+	}
+	return answer, true
+}
+
+// challengesSeen returns the CHAP challenges the initiator sent so far.
+func (ft *fakeTarget) challengesSeen() [][]byte {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return append([][]byte(nil), ft.chals...)
+}
+
+// loginRecords returns the ISID and TSIH of every Login Request so far.
+func (ft *fakeTarget) loginRecords() []loginRecord {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return append([]loginRecord(nil), ft.isids...)
+}
+
+// lastConn returns the most recent connection in Full Feature Phase.
+func (ft *fakeTarget) lastConn() *fakeConn {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if len(ft.live) == 0 {
+		return nil
+	}
+	return ft.live[len(ft.live)-1]
+}
+
+// setSerial makes the fake report VPD pages 0x00 and 0x80 with serial.
+func (ft *fakeTarget) setSerial(serial string) { ft.serial.Store(&serial) }
+
+// command returns the SCSI Command in raw, or nil for another PDU.
+func command(raw *pdu.Raw) *pdu.SCSICommand {
+	if raw.BHS.Opcode() != pdu.OpSCSICommand {
+		return nil
+	}
+	var m pdu.SCSICommand
+	if err := m.Decode(raw); err != nil {
+		return nil
+	}
+	return &m
+}
+
+// accept numbers a command that a hook answers itself, as serve does.
+func (c *fakeConn) accept(m *pdu.SCSICommand) {
+	if !m.Immediate {
+		atomic.AddUint32(&c.expCmd, 1)
+	}
+}
+
+// respond ends a command with a status and optional sense data.
+func (c *fakeConn) respond(m *pdu.SCSICommand, status uint8, sense []byte) {
+	exp, max := c.window()
+	c.sendStatus(func(stat uint32) pdu.Message {
+		r := &pdu.SCSIResponse{Status: status, ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
+		if len(sense) > 0 {
+			r.SetSenseData(sense)
+		}
+		return r
+	})
+}
+
+// fixedSense builds fixed-format sense data (response code 0x70).
+func fixedSense(key, asc, ascq uint8) []byte {
+	b := make([]byte, 18)
+	b[0] = 0x70
+	b[2] = key
+	b[7] = 10
+	b[12] = asc
+	b[13] = ascq
+	return b
+}
+
+// sendAsync sends an Asynchronous Message (it takes a StatSN).
+func (c *fakeConn) sendAsync(event uint8, lun [8]byte, p1, p2, p3 uint16, data []byte) {
+	exp, max := c.window()
+	c.sendStatus(func(stat uint32) pdu.Message {
+		return &pdu.AsyncMsg{LUN: lun, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max, AsyncEvent: event,
+			Parameter1: p1, Parameter2: p2, Parameter3: p3, Data: data}
+	})
+}
+
+// writeRaw encodes m, lets edit change the encoded PDU consistently (header
+// fields, an AHS with its length), frames it with the connection's digests,
+// lets corrupt change the bytes on the wire (lying lengths, bad digests) and
+// sends them. status says whether the PDU takes the next StatSN.
+func (c *fakeConn) writeRaw(m pdu.Message, status bool, edit func(raw *pdu.Raw), corrupt func(wire []byte)) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var raw pdu.Raw
+	if err := m.Encode(&raw); err != nil {
+		return err
+	}
+	if status {
+		binary.BigEndian.PutUint32(raw.BHS[24:28], c.statSN)
+		c.statSN++
+	}
+	if edit != nil {
+		edit(&raw)
+	}
+	var buf bytes.Buffer
+	w := pdu.NewWriter(&buf)
+	w.SetDigests(c.hdigest, c.ddigest)
+	if err := w.Write(&raw); err != nil {
+		return err
+	}
+	wire := buf.Bytes()
+	if corrupt != nil {
+		corrupt(wire)
+	}
+	_, err := c.nc.Write(wire)
+	return err
 }
 
 func (c *fakeConn) textReply(m *pdu.TextReq) {
@@ -388,6 +655,9 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 	if d := time.Duration(ft.delay.Load()); d > 0 {
 		time.Sleep(d)
 	}
+	if ft.onSCSI != nil && ft.onSCSI(c, m) {
+		return
+	}
 	cdb := m.CDB
 	var lba uint64
 	var blocks uint32
@@ -397,7 +667,17 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 	case 0x00, 0x35: // TEST UNIT READY, SYNCHRONIZE CACHE
 	case 0x12: // INQUIRY
 		if cdb[1]&1 != 0 {
-			status = 2
+			serial := ft.serial.Load()
+			switch {
+			case serial == nil:
+				status = 2
+			case cdb[2] == 0x00:
+				data = []byte{0, 0x00, 0, 2, 0x00, 0x80}
+			case cdb[2] == 0x80:
+				data = append([]byte{0, 0x80, 0, byte(len(*serial))}, *serial...)
+			default:
+				status = 2
+			}
 			break
 		}
 		data = make([]byte, 36)

@@ -219,7 +219,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	s.tpgt = res.tpgt
 	s.alias = res.alias
 	s.mu.Unlock()
-	c := newConn(portal, nc, r, w, st, s.discovery, s.log)
+	c := newConn(portal, nc, r, st, s.discovery, s.log)
 	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait}
 	if ka.interval < 0 {
 		ka.interval = 0
@@ -377,11 +377,14 @@ func (c *conn) logout(ctx context.Context) error {
 		return &pdu.LogoutReq{Immediate: true, Reason: 0, ITT: itt, CID: 1, CmdSN: cmdSN, ExpStatSN: expStatSN}
 	})
 	if err != nil {
+		println("DEBUG logout send err")
 		return fmt.Errorf("logout: %w", err)
 	}
+	println("DEBUG logout task itt", t.itt)
 	select {
 	case <-t.done:
 		if t.result.err != nil {
+			println("DEBUG logout result err", t.itt, t.result.err.Error())
 			return fmt.Errorf("logout: %w", t.result.err)
 		}
 		if t.result.response != 0 {
