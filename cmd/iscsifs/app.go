@@ -52,6 +52,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			discoverCommand(),
 			lsCommand(),
 			mountCommand(),
+			cpCommand(),
+			benchCommand(),
 		},
 	}
 }

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// engine runs a copy-like job over a byte range: chunks at bs-aligned
+// boundaries are read (and then processed by work) by parallel workers and
+// handed to inOrder in offset order. At most 2*parallel chunk buffers exist.
+type engine struct {
+	bs       int64
+	parallel int
+	// read fills p from a random-access source; stream is a sequential
+	// source instead, read by a single goroutine in order.
+	read   func(ctx context.Context, p []byte, off int64) error
+	stream io.Reader
+	// work, if set, runs in parallel after the read (e.g. writes the chunk).
+	work func(ctx context.Context, p []byte, off int64) error
+	// inOrder, if set, sees every chunk in offset order after its work.
+	inOrder func(p []byte, off int64) error
+
+	eof bool // the stream ended before the end of the range
+}
+
+type chunk struct {
+	off  int64
+	buf  []byte
+	err  error
+	done chan struct{}
+}
+
+// run processes [off, end) and returns the end of the prefix that is done
+// (every chunk before it read, worked and handed over) with the first error.
+// Once stop is closed no new chunk starts and those in flight complete;
+// cancelling ctx aborts them.
+func (e *engine) run(ctx context.Context, stop <-chan struct{}, off, end int64) (int64, error) {
+	if off >= end {
+		return off, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	nbuf := 2 * e.parallel
+	pool := make(chan []byte, nbuf)
+	for range nbuf {
+		pool <- nil // allocated on first use
+	}
+	work := make(chan *chunk)
+	order := make(chan *chunk, nbuf)
+
+	var wg sync.WaitGroup
+	for range e.parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ch := range work {
+				if ch.err == nil {
+					ch.err = ctx.Err()
+				}
+				if ch.err == nil && e.read != nil {
+					ch.err = e.read(ctx, ch.buf, ch.off)
+				}
+				if ch.err == nil && e.work != nil {
+					ch.err = e.work(ctx, ch.buf, ch.off)
+				}
+				close(ch.done)
+			}
+		}()
+	}
+
+	go func() {
+		defer close(order)
+		defer close(work)
+		for pos := off; pos < end; {
+			var buf []byte
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case buf = <-pool:
+			}
+			if stopped(stop) {
+				return
+			}
+			next := min(end, (pos/e.bs+1)*e.bs)
+			if int64(cap(buf)) < e.bs {
+				buf = make([]byte, e.bs)
+			}
+			ch := &chunk{off: pos, buf: buf[:next-pos], done: make(chan struct{})}
+			if e.stream != nil {
+				n, err := io.ReadFull(e.stream, ch.buf)
+				switch {
+				case errors.Is(err, io.EOF):
+					e.eof = true
+					return
+				case errors.Is(err, io.ErrUnexpectedEOF):
+					e.eof = true
+					ch.buf = ch.buf[:n]
+				case err != nil:
+					ch.err = fmt.Errorf("read: %w", err)
+				}
+			}
+			last := ch.err != nil || e.eof // ch belongs to the workers once sent
+			work <- ch
+			order <- ch // never blocks: order holds as many as there are buffers
+			if last {
+				return
+			}
+			pos = next
+		}
+	}()
+
+	reached := off
+	var first error
+	for ch := range order {
+		<-ch.done
+		if first == nil && ch.err == nil && e.inOrder != nil {
+			ch.err = e.inOrder(ch.buf, ch.off)
+		}
+		if first == nil {
+			if ch.err != nil {
+				first = ch.err
+				cancel()
+			} else {
+				reached = ch.off + int64(len(ch.buf))
+			}
+		}
+		pool <- ch.buf[:cap(ch.buf)]
+	}
+	wg.Wait()
+	return reached, first
+}
+
+// sparseGrain is the granularity of hole detection: the usual file system
+// block.
+const sparseGrain = 4096
+
+var zeroGrain [sparseGrain]byte
+
+// sparseWriter writes into a regular file and leaves holes for all-zero
+// grains: where the file held no data before the copy it skips them (the
+// file was truncated to its final size, so they read as zeros), below
+// dataBelow it punches holes, or writes zeros where punching is unsupported.
+type sparseWriter struct {
+	f         *os.File
+	name      string
+	dataBelow int64
+}
+
+func (w *sparseWriter) writeAt(_ context.Context, p []byte, off int64) error {
+	for i := 0; i < len(p); {
+		j := grainEnd(off, i, len(p))
+		zero := bytes.Equal(p[i:j], zeroGrain[:j-i])
+		for j < len(p) {
+			k := grainEnd(off, j, len(p))
+			if bytes.Equal(p[j:k], zeroGrain[:k-j]) != zero {
+				break
+			}
+			j = k
+		}
+		var err error
+		if zero {
+			err = w.hole(p[i:j], off+int64(i))
+		} else {
+			_, err = w.f.WriteAt(p[i:j], off+int64(i))
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", w.name, err)
+		}
+		i = j
+	}
+	return nil
+}
+
+// grainEnd is the index in a buffer at file offset base where the grain
+// holding index i ends.
+func grainEnd(base int64, i, n int) int {
+	next := ((base+int64(i))/sparseGrain + 1) * sparseGrain
+	return int(min(int64(n), next-base))
+}
+
+// hole makes the zeros p at off read back from the file.
+func (w *sparseWriter) hole(p []byte, off int64) error {
+	end := min(off+int64(len(p)), w.dataBelow)
+	if off >= end {
+		return nil
+	}
+	err := unix.Fallocate(int(w.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, end-off)
+	if err == nil {
+		return nil
+	}
+	_, err = w.f.WriteAt(p[:end-off], off)
+	return err
+}
