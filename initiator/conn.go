@@ -126,7 +126,6 @@ func (c *conn) fail(err error) {
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	for _, t := range tasks {
-		println("DEBUG fail task", t.itt, t.kind)
 		// Wait until the reader is out of the task's buffer (the closed
 		// socket ends any read in progress): the command may be re-issued
 		// on a new connection into the same buffer.
@@ -363,15 +362,12 @@ func (c *conn) readLoop() {
 	for {
 		ahs, err := c.r.ReadHeader(&raw.BHS)
 		if err != nil {
-			println("DEBUG initiator read", err.Error())
 			c.fail(err)
 			return
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
 		raw.AHS = ahs
-		println("DEBUG initiator got", raw.BHS.Opcode().String())
 		if err := c.dispatch(&raw); err != nil {
-			println("DEBUG initiator dispatch", err.Error())
 			c.fail(err)
 			return
 		}
@@ -416,7 +412,6 @@ func (c *conn) dispatch(raw *pdu.Raw) error {
 		}
 		return c.complete(m.ITT, taskText, taskResult{msg: cloneMsg(m)})
 	case *pdu.LogoutResp:
-		println("DEBUG logout resp itt", m.ITT)
 		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
 		if err := c.checkStatSN(m.StatSN); err != nil {
 			return err

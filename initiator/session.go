@@ -377,14 +377,11 @@ func (c *conn) logout(ctx context.Context) error {
 		return &pdu.LogoutReq{Immediate: true, Reason: 0, ITT: itt, CID: 1, CmdSN: cmdSN, ExpStatSN: expStatSN}
 	})
 	if err != nil {
-		println("DEBUG logout send err")
 		return fmt.Errorf("logout: %w", err)
 	}
-	println("DEBUG logout task itt", t.itt)
 	select {
 	case <-t.done:
 		if t.result.err != nil {
-			println("DEBUG logout result err", t.itt, t.result.err.Error())
 			return fmt.Errorf("logout: %w", t.result.err)
 		}
 		if t.result.response != 0 {
