@@ -27,17 +27,19 @@ func cpCommand() *cli.Command {
 		Usage: "copy a LUN to a local file, block device or '-' (stdout), or one of those to a LUN",
 		ArgsUsage: "SRC DST   (one an iscsi://host[:port]/iqn/lun URL, the other a path or '-')\n\n" +
 			"An interrupted copy (Ctrl-C) finishes the requests in flight, reports how far it got and\n" +
-			"the --offset to resume with. Copying into a LUN ends with SYNCHRONIZE CACHE, into a file\n" +
-			"with fsync.",
+			"the --offset to resume with. Copying into a LUN ends with SYNCHRONIZE CACHE; into a file\n" +
+			"or block device with fsync only with --fsync (as cp, dd and qemu-img convert).",
 		Flags: append(commonFlags(),
 			&cli.IntFlag{Name: "parallel", Usage: "requests in flight", Value: 16},
 			&cli.StringFlag{Name: "block-size", Usage: "bytes per request (a multiple of the LUN's block size)", Value: "1MiB"},
 			&cli.BoolFlag{Name: "progress", Usage: "show a progress bar with rate and ETA (default: when stderr is a terminal)"},
 			&cli.BoolFlag{Name: "no-progress", Usage: "never show a progress bar"},
 			&cli.BoolFlag{Name: "sparse", Usage: "leave holes for all-zero blocks in a regular DST file (default on for regular files; --sparse=false writes every block)"},
+			&cli.BoolFlag{Name: "fsync", Usage: "make a local DST durable (fsync) before exiting"},
 			&cli.BoolFlag{Name: "verify", Usage: "compare SHA-256 checksums of the copied range of both sides afterwards"},
 			&cli.StringFlag{Name: "offset", Usage: "first byte to copy, the same on both sides (a '-' stream carries only the range)", Value: "0"},
 			&cli.StringFlag{Name: "length", Usage: "bytes to copy (default: to the end of SRC)"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to this file", Hidden: true},
 		),
 		Action: cpAction,
 	}
@@ -87,11 +89,12 @@ type cpOptions struct {
 	sparse   bool
 	sparseOK bool // --sparse given explicitly
 	verify   bool
+	fsync    bool
 	progress bool
 }
 
 func cpFlags(c *cli.Context) (cpOptions, error) {
-	o := cpOptions{parallel: c.Int("parallel"), verify: c.Bool("verify"), length: -1}
+	o := cpOptions{parallel: c.Int("parallel"), verify: c.Bool("verify"), fsync: c.Bool("fsync"), length: -1}
 	if o.parallel < 1 || o.parallel > 1024 {
 		return o, fmt.Errorf("--parallel %d: want 1 to 1024", o.parallel)
 	}
@@ -217,6 +220,11 @@ func cpAction(c *cli.Context) error {
 	}
 	defer cp.src.close()
 	defer cp.dst.close()
+	stopProfile, err := startCPUProfile(c.String("cpuprofile"))
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	return cp.run(ctx, stop)
 }
 
@@ -540,7 +548,7 @@ func (cp *copier) sync(ctx context.Context) error {
 		if err := cp.dst.lun.SyncContext(ctx); err != nil {
 			return fmt.Errorf("sync %s: %w", cp.dst.name, err)
 		}
-	case !cp.dst.stream:
+	case !cp.dst.stream && cp.opts.fsync:
 		if err := cp.dst.file.Sync(); err != nil {
 			return fmt.Errorf("sync %s: %w", cp.dst.name, err)
 		}
