@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# make bench: iscsifs against the tools people would use instead, on the same
+# target and LUNs, in one run (issue 4, DESIGN.md "Performance method").
+#
+# Starts its own tgtd on 127.0.0.1 with a 1 GiB LUN of random data, a 1 GiB
+# LUN to write to and a --bstype null LUN; runs the eight figures with
+# alternating runs (median of BENCH_RUNS, default 3); prints one table and
+# writes it as JSON (BENCH_JSON, default bin/bench-results.json).
+# Needs root (tgtd, FUSE). Installs missing peers from Debian packages.
+#
+#   BENCH_RUNS=3 BENCH_SECONDS=5 BENCH_ONLY=125 BENCH_DIR=/dev/shm make bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+	echo "bench: run as root (tgtd and FUSE mounts need it)" >&2
+	exit 1
+fi
+
+# command → Debian package
+declare -A need=(
+	[tgtd]=tgt [fusermount3]=fuse3 [iscsi-perf]=libiscsi-bin [qemu-img]=qemu-utils
+	[qemu-nbd]=qemu-utils [qemu-storage-daemon]=qemu-system-common [nbdfuse]=libnbd-bin [fio]=fio
+)
+missing=()
+for cmd in "${!need[@]}"; do
+	command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}")
+done
+# qemu's iscsi block driver is a module of its own package.
+dpkg-query -W -f='${Status}' qemu-block-extra 2>/dev/null | grep -q 'ok installed' || missing+=(qemu-block-extra)
+if [ ${#missing[@]} -gt 0 ]; then
+	pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+	echo "bench: installing $pkgs" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >&2 ||
+		{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >&2; }
+fi
+
+# Backing files, images and mount points go to memory when there is room, so
+# that the local disk bounds neither side.
+base=${BENCH_DIR:-}
+if [ -z "$base" ]; then
+	base=/tmp
+	avail=$(df -k --output=avail /dev/shm 2>/dev/null | tail -1 || echo 0)
+	[ "${avail:-0}" -gt $((5 * 1024 * 1024)) ] && base=/dev/shm
+fi
+work=$(mktemp -d "$base/iscsifs-bench.XXXXXX")
+tool_pid=
+cleanup() {
+	set +e
+	if [ -n "$tool_pid" ] && kill -0 "$tool_pid" 2>/dev/null; then
+		kill -TERM "$tool_pid"
+		wait "$tool_pid"
+	fi
+	# What a killed benchtool left behind: its children's process groups and
+	# its mounts (listed in $work/pids), then anything still mounted below $work.
+	if [ -f "$work/pids" ]; then
+		while read -r kind what; do
+			case $kind in
+			pid) kill -KILL -- "-$what" 2>/dev/null; kill -KILL "$what" 2>/dev/null ;;
+			mount) fusermount3 -u -z "$what" 2>/dev/null ;;
+			esac
+		done <"$work/pids"
+	fi
+	awk -v w="$work" 'index($2, w) == 1 { print $2 }' /proc/mounts | while read -r m; do
+		fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "bench: building iscsifs and benchtool into $work" >&2
+go build -o "$work/iscsifs" ./cmd/iscsifs
+go build -o "$work/benchtool" ./integration/benchtool
+
+"$work/benchtool" -iscsifs "$work/iscsifs" -dir "$work" \
+	-json "${BENCH_JSON:-bin/bench-results.json}" \
+	-runs "${BENCH_RUNS:-3}" -seconds "${BENCH_SECONDS:-5}" -only "${BENCH_ONLY:-}" &
+tool_pid=$!
+status=0
+wait "$tool_pid" || status=$?
+tool_pid=
+exit "$status"
