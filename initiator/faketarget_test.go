@@ -49,6 +49,7 @@ type fakeTarget struct {
 
 	mu       sync.Mutex
 	disk     []byte
+	cdbOps   map[byte]int // SCSI opcodes seen
 	peak     int
 	running  int
 	pings    atomic.Int32 // answered pings
@@ -242,7 +243,6 @@ func (c *fakeConn) serve() {
 	for {
 		var raw pdu.Raw
 		if err := c.r.Read(&raw); err != nil {
-			println("DEBUG read", err.Error())
 			return
 		}
 		if c.ft.onPDU != nil && c.ft.onPDU(c, &raw) {
@@ -250,7 +250,6 @@ func (c *fakeConn) serve() {
 		}
 		msg, err := pdu.Decode(&raw)
 		if err != nil {
-			println("DEBUG decode", err.Error())
 			return
 		}
 		switch m := msg.(type) {
@@ -296,10 +295,9 @@ func (c *fakeConn) serve() {
 			c.textReply(m)
 		case *pdu.LogoutReq:
 			exp, max := c.window()
-			err := c.sendStatus(func(stat uint32) pdu.Message {
+			c.sendStatus(func(stat uint32) pdu.Message {
 				return &pdu.LogoutResp{ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
 			})
-			println("DEBUG logout sent", err == nil, c.hdigest, c.ddigest)
 			return
 		case *pdu.TaskMgmtReq:
 			exp, max := c.window()
@@ -659,6 +657,12 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		return
 	}
 	cdb := m.CDB
+	ft.mu.Lock()
+	if ft.cdbOps == nil {
+		ft.cdbOps = map[byte]int{}
+	}
+	ft.cdbOps[cdb[0]]++
+	ft.mu.Unlock()
 	var lba uint64
 	var blocks uint32
 	var data []byte

@@ -100,6 +100,7 @@ type Session struct {
 	unavailable error
 	reconnects  int
 	luns        map[uint64]*LUN // opened LUNs, re-checked after a reconnect
+	stats       sessionStats
 }
 
 // Login opens a Normal session to target at portal ("host:port").
@@ -305,6 +306,14 @@ func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) 
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.slots }()
+	start := time.Now()
+	resp, err := s.execute(ctx, cmd)
+	s.stats.record(cmd, time.Since(start), err)
+	return resp, err
+}
+
+// execute is Execute's retry loop, with a queue slot held.
+func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) {
 	timeouts := 0
 	for {
 		c, err := s.connFor(ctx)

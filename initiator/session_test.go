@@ -58,22 +58,24 @@ func fakeSession(t *testing.T, ft *fakeTarget, cfg Config) (*Session, *LUN) {
 
 func TestSessionDataPaths(t *testing.T) {
 	tests := []struct {
-		name  string
-		setup func(ft *fakeTarget)
+		name    string
+		setup   func(ft *fakeTarget)
+		force16 bool
 	}{
-		{"defaults", func(*fakeTarget) {}},
-		{"small data-in segments", func(ft *fakeTarget) { ft.splitDataIn = 4096 }},
-		{"separate scsi response", func(ft *fakeTarget) { ft.separateRsp = true }},
+		{"defaults", func(*fakeTarget) {}, false},
+		{"16-byte CDBs", func(*fakeTarget) {}, true},
+		{"small data-in segments", func(ft *fakeTarget) { ft.splitDataIn = 4096 }, false},
+		{"separate scsi response", func(ft *fakeTarget) { ft.separateRsp = true }, false},
 		{"initial r2t, no immediate data", func(ft *fakeTarget) {
 			ft.keys["InitialR2T"] = "Yes"
 			ft.keys["ImmediateData"] = "No"
-		}},
+		}, false},
 		{"unsolicited data", func(ft *fakeTarget) {
 			ft.keys["InitialR2T"] = "No"
 			ft.keys["FirstBurstLength"] = "16384"
-		}},
-		{"target mrdsl 512", func(ft *fakeTarget) { ft.keys["MaxRecvDataSegmentLength"] = "512" }},
-		{"window of 1", func(ft *fakeTarget) { ft.window = 1 }},
+		}, false},
+		{"target mrdsl 512", func(ft *fakeTarget) { ft.keys["MaxRecvDataSegmentLength"] = "512" }, false},
+		{"window of 1", func(ft *fakeTarget) { ft.window = 1 }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,6 +83,7 @@ func TestSessionDataPaths(t *testing.T) {
 			ft := newFakeTarget(t, 8<<20)
 			tt.setup(ft)
 			s, l := fakeSession(t, ft, fakeConfig(t))
+			l.force16 = tt.force16
 			ctx := context.Background()
 			var wg sync.WaitGroup
 			errs := make(chan error, 16)
@@ -108,6 +111,13 @@ func TestSessionDataPaths(t *testing.T) {
 			close(errs)
 			for err := range errs {
 				t.Fatal(err)
+			}
+			ft.mu.Lock()
+			used16 := ft.cdbOps[0x88] > 0 && ft.cdbOps[0x8a] > 0
+			used10 := ft.cdbOps[0x28] > 0 && ft.cdbOps[0x2a] > 0
+			ft.mu.Unlock()
+			if used16 != tt.force16 || used10 == tt.force16 {
+				t.Errorf("READ/WRITE(16) used %v, (10) used %v, force16 %v", used16, used10, tt.force16)
 			}
 			if n := ft.overruns.Load(); n > 0 {
 				t.Errorf("%d commands sent beyond MaxCmdSN", n)
@@ -293,5 +303,44 @@ func TestParseTargetAddress(t *testing.T) {
 		if err != nil || hp != tt.hostPort || tpgt != tt.tpgt {
 			t.Errorf("%q: got %q %d %v, want %q %d", tt.in, hp, tpgt, err, tt.hostPort, tt.tpgt)
 		}
+	}
+}
+
+func TestSessionStats(t *testing.T) {
+	ft := newFakeTarget(t, 1<<20)
+	s, l := fakeSession(t, ft, fakeConfig(t))
+	before := s.Stats()
+	buf := make([]byte, 64<<10)
+	for range 10 {
+		if _, err := l.ReadAtContext(context.Background(), buf, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.WriteAtContext(context.Background(), buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Commands-before.Commands != 11 || st.ReadBytes-before.ReadBytes != 10*64<<10 || st.WriteBytes-before.WriteBytes != 64<<10 {
+		t.Errorf("stats %+v (before %+v)", st, before)
+	}
+	if st.LatencyP50 <= 0 || st.LatencyP99 < st.LatencyP50 || st.LatencyP999 < st.LatencyP99 || st.State != "logged-in" {
+		t.Errorf("latency %v %v %v, state %q", st.LatencyP50, st.LatencyP99, st.LatencyP999, st.State)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	b := make([]uint64, latencyBuckets)
+	b[3], b[10] = 99, 1 // 99 under 8 µs, one under 1024 µs
+	tests := []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 8 * time.Microsecond}, {0.99, 8 * time.Microsecond}, {0.999, 1024 * time.Microsecond}}
+	for _, tt := range tests {
+		if got := percentile(b, 100, tt.q); got != tt.want {
+			t.Errorf("p%v = %v, want %v", tt.q, got, tt.want)
+		}
+	}
+	if percentile(b, 0, 0.5) != 0 {
+		t.Error("empty histogram")
 	}
 }

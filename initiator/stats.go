@@ -1,0 +1,95 @@
+package initiator
+
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
+// latencyBuckets are powers of two of microseconds: bucket i counts
+// latencies in [2^(i-1), 2^i) µs, the last one everything longer (~35 min).
+const latencyBuckets = 32
+
+// sessionStats are counters updated without locks on the I/O path.
+type sessionStats struct {
+	commands   atomic.Uint64
+	errors     atomic.Uint64
+	readBytes  atomic.Uint64
+	writeBytes atomic.Uint64
+	latency    [latencyBuckets]atomic.Uint64
+}
+
+func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
+	st.commands.Add(1)
+	if err != nil {
+		st.errors.Add(1)
+		return
+	}
+	st.readBytes.Add(uint64(len(cmd.Read)))
+	st.writeBytes.Add(uint64(len(cmd.Write)))
+	us := uint64(took.Microseconds())
+	b := min(bits.Len64(us), latencyBuckets-1)
+	st.latency[b].Add(1)
+}
+
+// Stats is a snapshot of a session's counters since login.
+type Stats struct {
+	Commands   uint64 `json:"commands"`
+	Errors     uint64 `json:"errors"`
+	ReadBytes  uint64 `json:"read_bytes"`
+	WriteBytes uint64 `json:"write_bytes"`
+	InFlight   int    `json:"in_flight"`
+	PeakFlight int    `json:"peak_in_flight"`
+	Reconnects int    `json:"reconnects"`
+	State      string `json:"state"`
+	// Latency percentiles of successful commands (upper bucket bounds,
+	// within a factor of two).
+	LatencyP50  time.Duration `json:"latency_p50_ns"`
+	LatencyP99  time.Duration `json:"latency_p99_ns"`
+	LatencyP999 time.Duration `json:"latency_p999_ns"`
+	// LatencyBuckets[i] counts commands that took less than 2^i µs (and at
+	// least 2^(i-1) µs).
+	LatencyBuckets []uint64 `json:"latency_buckets_pow2_us"`
+}
+
+// Stats returns the session's counters.
+func (s *Session) Stats() Stats {
+	st := &s.stats
+	out := Stats{
+		Commands:       st.commands.Load(),
+		Errors:         st.errors.Load(),
+		ReadBytes:      st.readBytes.Load(),
+		WriteBytes:     st.writeBytes.Load(),
+		InFlight:       s.InFlight(),
+		PeakFlight:     s.PeakInFlight(),
+		Reconnects:     s.Reconnects(),
+		State:          s.State(),
+		LatencyBuckets: make([]uint64, latencyBuckets),
+	}
+	var total uint64
+	for i := range st.latency {
+		out.LatencyBuckets[i] = st.latency[i].Load()
+		total += out.LatencyBuckets[i]
+	}
+	out.LatencyP50 = percentile(out.LatencyBuckets, total, 0.50)
+	out.LatencyP99 = percentile(out.LatencyBuckets, total, 0.99)
+	out.LatencyP999 = percentile(out.LatencyBuckets, total, 0.999)
+	return out
+}
+
+// percentile returns the upper bound of the bucket holding quantile q.
+func percentile(buckets []uint64, total uint64, q float64) time.Duration {
+	if total == 0 {
+		return 0
+	}
+	want := uint64(q*float64(total) + 0.5)
+	want = max(want, 1)
+	var seen uint64
+	for i, n := range buckets {
+		seen += n
+		if seen >= want {
+			return time.Duration(uint64(1)<<i) * time.Microsecond
+		}
+	}
+	return time.Duration(uint64(1)<<(len(buckets)-1)) * time.Microsecond
+}
