@@ -137,6 +137,12 @@ func (m *Server) fsOptions(opts Options) *fs.Options {
 			// No xattrs: otherwise the kernel asks for security.capability
 			// before every write.
 			DisableXAttrs: true,
+			// No splice: every reply comes from memory (ReadResultData),
+			// never from a file descriptor, so go-fuse's splice attempt
+			// only costs a pipe round trip and then falls back; for a 1 MiB
+			// read it cannot even grow the pipe past pipe-max-size (1 MiB)
+			// and logs a warning on every read.
+			DisableSplice: true,
 			Debug:         opts.Debug,
 			Logger:        stdlog,
 			// Reads stay asynchronous (SyncRead false): the kernel may
