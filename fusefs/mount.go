@@ -76,7 +76,7 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 	if err := checkEntries(entries, opts.StatusFiles); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
-	dir, err := checkMountpoint(mountpoint)
+	dir, err := CheckMountpoint(mountpoint)
 	if err != nil {
 		return nil, err
 	}

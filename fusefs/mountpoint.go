@@ -12,10 +12,13 @@ import (
 	"syscall"
 )
 
-// checkMountpoint returns the absolute, symlink-free form of dir, or an error
-// that says why nothing can be mounted there. fusermount3 happily stacks a
-// second mount on a busy directory, hiding the first one, so refuse that here.
-func checkMountpoint(dir string) (string, error) {
+// CheckMountpoint returns the absolute, symlink-free form of dir, or an error
+// that names dir and says why nothing can be mounted there: it does not exist,
+// is not a directory, or is a mount point already (fusermount3 happily stacks a
+// second mount on a busy directory, hiding the first one). [Mount] checks
+// this itself; callers with slow work to do before Mount (logging in to
+// targets) call it first to fail fast.
+func CheckMountpoint(dir string) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", dir, err)

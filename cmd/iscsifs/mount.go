@@ -65,7 +65,12 @@ func mountAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Check the mountpoint before logging in: a busy or missing mountpoint
+	// then fails at once, and with its own error rather than a login's.
 	mountpoint := c.Args().Get(1)
+	if _, err := fusefs.CheckMountpoint(mountpoint); err != nil {
+		return err
+	}
 	log, cfg, err := prepare(c, u)
 	if err != nil {
 		return err
@@ -96,7 +101,7 @@ func mountAction(c *cli.Context) error {
 		ErrnoMappers: errnoMappers,
 	})
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", mountpoint, err)
+		return err // names the mountpoint
 	}
 	for i, e := range m.entries {
 		log.Info().Str("file", mountpoint+"/"+e.Path).Int64("size", m.files[i].Size()).
