@@ -55,6 +55,8 @@ type mounted struct {
 	sessions []*initiator.Session
 	files    []*lunFile
 	entries  []fusefs.Entry
+	copts    cache.Options // for stats.json
+	readOnly bool          // --read-only
 }
 
 func mountAction(c *cli.Context) error {
@@ -99,6 +101,7 @@ func mountAction(c *cli.Context) error {
 		Logger:       log,
 		FSName:       "iscsifs",
 		ErrnoMappers: errnoMappers,
+		StatusFiles:  m.statusFiles(),
 	})
 	if err != nil {
 		return err // names the mountpoint
@@ -158,7 +161,7 @@ func cacheOptions(c *cli.Context, log zerolog.Logger) (cache.Options, error) {
 // openLUNs logs in and opens the LUNs the URL names: one LUN, every disk LUN
 // of a target, or every disk LUN of every target of a portal.
 func openLUNs(ctx context.Context, u *initiator.URL, cfg initiator.Config, copts cache.Options, readOnly bool, log zerolog.Logger) (*mounted, error) {
-	m := &mounted{}
+	m := &mounted{copts: copts, readOnly: readOnly}
 	targets := []string{u.Target}
 	if u.Target == "" {
 		found, err := initiator.Discover(ctx, u.Portal(), cfg)

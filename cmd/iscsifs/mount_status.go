@@ -1,0 +1,187 @@
+package main
+
+import (
+	"encoding/json"
+
+	"github.com/iscsifs/iscsifs/initiator"
+)
+
+// The files a mount serves under MOUNTPOINT/.iscsifs/ (fusefs.Options.StatusFiles).
+// Each is generated afresh on every open, so `cat` shows the state of that moment.
+const (
+	statsFile  = "stats.json"
+	statusFile = "status.json"
+)
+
+// statusFiles returns the generators of stats.json and status.json for m.
+func (m *mounted) statusFiles() map[string]func() ([]byte, error) {
+	return map[string]func() ([]byte, error){
+		statsFile:  func() ([]byte, error) { return marshalStatus(m.stats()) },
+		statusFile: func() ([]byte, error) { return marshalStatus(m.status()) },
+	}
+}
+
+func marshalStatus(v any) ([]byte, error) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// mountStats is stats.json: counters and gauges of every LUN file, keyed by its
+// path in the mount ("lun1", or "IQN/lun1" for a portal mount).
+type mountStats struct {
+	Files map[string]fileStats `json:"files"`
+}
+
+// fileStats are one LUN file's cache counters (cache.Stats) and the
+// in-flight numbers of its session (shared by the LUNs of one target).
+type fileStats struct {
+	Target               string  `json:"target"`
+	LUN                  uint64  `json:"lun"`
+	Hits                 int64   `json:"hits"`
+	Misses               int64   `json:"misses"`
+	DeviceReads          int64   `json:"device_reads"`
+	DeviceReadBytes      int64   `json:"device_read_bytes"`
+	DeviceWrites         int64   `json:"device_writes"`
+	DeviceWriteBytes     int64   `json:"device_write_bytes"`
+	ReadAheadBytes       int64   `json:"read_ahead_bytes"`
+	ReadAheadWindow      int64   `json:"read_ahead_window"`
+	DirtyBytes           int64   `json:"dirty_bytes"`
+	CachedBytes          int64   `json:"cached_bytes"`
+	BufferBytes          int64   `json:"buffer_bytes"`
+	Evictions            int64   `json:"evictions"`
+	WritebackErrors      int64   `json:"writeback_errors"`
+	SessionInFlight      int     `json:"session_in_flight"`
+	SessionPeakInFlight  int     `json:"session_peak_in_flight"`
+	CacheSize            int64   `json:"cache_size"`
+	ReadAheadMax         int64   `json:"read_ahead_max"`
+	WriteThrough         bool    `json:"write_through"`
+	FlushIntervalSeconds float64 `json:"flush_interval_seconds"`
+}
+
+func (m *mounted) stats() mountStats {
+	out := mountStats{Files: make(map[string]fileStats, len(m.files))}
+	for i, f := range m.files {
+		st := f.Stats()
+		s := f.lun.Session()
+		out.Files[m.entries[i].Path] = fileStats{
+			Target:               s.Target(),
+			LUN:                  f.lun.Number(),
+			Hits:                 st.Hits,
+			Misses:               st.Misses,
+			DeviceReads:          st.DeviceReads,
+			DeviceReadBytes:      st.DeviceReadBytes,
+			DeviceWrites:         st.DeviceWrites,
+			DeviceWriteBytes:     st.DeviceWriteBytes,
+			ReadAheadBytes:       st.ReadAheadBytes,
+			ReadAheadWindow:      st.ReadAheadWindow,
+			DirtyBytes:           st.DirtyBytes,
+			CachedBytes:          st.CachedBytes,
+			BufferBytes:          st.BufferBytes,
+			Evictions:            st.Evictions,
+			WritebackErrors:      st.WritebackErrors,
+			SessionInFlight:      s.InFlight(),
+			SessionPeakInFlight:  s.PeakInFlight(),
+			CacheSize:            m.copts.Size,
+			ReadAheadMax:         m.copts.ReadAhead,
+			WriteThrough:         m.copts.WriteThrough,
+			FlushIntervalSeconds: m.copts.FlushInterval.Seconds(),
+		}
+	}
+	return out
+}
+
+// mountStatus is status.json: what the mount is connected to.
+type mountStatus struct {
+	ReadOnly bool           `json:"read_only"` // --read-only
+	Targets  []targetStatus `json:"targets"`
+}
+
+type targetStatus struct {
+	Target string      `json:"target"`
+	Portal string      `json:"portal"`
+	Params paramStatus `json:"params"`
+	LUNs   []lunStatus `json:"luns"`
+}
+
+// paramStatus is initiator.Params with JSON names.
+type paramStatus struct {
+	MaxRecvDataSegmentLength       int    `json:"max_recv_data_segment_length"`
+	TargetMaxRecvDataSegmentLength int    `json:"target_max_recv_data_segment_length"`
+	MaxBurstLength                 int    `json:"max_burst_length"`
+	FirstBurstLength               int    `json:"first_burst_length"`
+	InitialR2T                     bool   `json:"initial_r2t"`
+	ImmediateData                  bool   `json:"immediate_data"`
+	MaxOutstandingR2T              int    `json:"max_outstanding_r2t"`
+	DataPDUInOrder                 bool   `json:"data_pdu_in_order"`
+	DataSequenceInOrder            bool   `json:"data_sequence_in_order"`
+	DefaultTime2Wait               int    `json:"default_time2wait"`
+	DefaultTime2Retain             int    `json:"default_time2retain"`
+	ErrorRecoveryLevel             int    `json:"error_recovery_level"`
+	MaxConnections                 int    `json:"max_connections"`
+	HeaderDigest                   bool   `json:"header_digest"`
+	DataDigest                     bool   `json:"data_digest"`
+	TargetPortalGroupTag           int    `json:"target_portal_group_tag"`
+	TargetAlias                    string `json:"target_alias,omitempty"`
+}
+
+func paramsStatus(p initiator.Params) paramStatus {
+	return paramStatus{
+		MaxRecvDataSegmentLength:       p.MaxRecvDataSegmentLength,
+		TargetMaxRecvDataSegmentLength: p.TargetMaxRecvDataSegmentLength,
+		MaxBurstLength:                 p.MaxBurstLength,
+		FirstBurstLength:               p.FirstBurstLength,
+		InitialR2T:                     p.InitialR2T,
+		ImmediateData:                  p.ImmediateData,
+		MaxOutstandingR2T:              p.MaxOutstandingR2T,
+		DataPDUInOrder:                 p.DataPDUInOrder,
+		DataSequenceInOrder:            p.DataSequenceInOrder,
+		DefaultTime2Wait:               p.DefaultTime2Wait,
+		DefaultTime2Retain:             p.DefaultTime2Retain,
+		ErrorRecoveryLevel:             p.ErrorRecoveryLevel,
+		MaxConnections:                 p.MaxConnections,
+		HeaderDigest:                   p.HeaderDigest,
+		DataDigest:                     p.DataDigest,
+		TargetPortalGroupTag:           p.TargetPortalGroupTag,
+		TargetAlias:                    p.TargetAlias,
+	}
+}
+
+type lunStatus struct {
+	LUN        uint64 `json:"lun"`
+	Path       string `json:"path"` // the file in the mount
+	Size       int64  `json:"size"`
+	BlockSize  int    `json:"block_size"`
+	ReadOnly   bool   `json:"read_only"` // write-protected by the target or --read-only
+	Vendor     string `json:"vendor"`
+	Product    string `json:"product"`
+	Serial     string `json:"serial"`
+	Identifier string `json:"identifier"`
+}
+
+func (m *mounted) status() mountStatus {
+	out := mountStatus{ReadOnly: m.readOnly, Targets: make([]targetStatus, 0, len(m.sessions))}
+	for _, s := range m.sessions {
+		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), Params: paramsStatus(s.Params()), LUNs: []lunStatus{}}
+		for i, f := range m.files {
+			if f.lun.Session() != s {
+				continue
+			}
+			ts.LUNs = append(ts.LUNs, lunStatus{
+				LUN:        f.lun.Number(),
+				Path:       m.entries[i].Path,
+				Size:       f.lun.Size(),
+				BlockSize:  f.lun.BlockSize(),
+				ReadOnly:   f.ReadOnly(),
+				Vendor:     f.lun.Inquiry.Vendor,
+				Product:    f.lun.Inquiry.Product,
+				Serial:     f.lun.Serial,
+				Identifier: f.lun.Identifier,
+			})
+		}
+		out.Targets = append(out.Targets, ts)
+	}
+	return out
+}
