@@ -52,6 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			discoverCommand(),
 			lsCommand(),
 			mountCommand(),
+			statusCommand(),
 			cpCommand(),
 			benchCommand(),
 		},

@@ -33,6 +33,7 @@ func mountCommand() *cli.Command {
 			&cli.DurationFlag{Name: "flush-interval", Usage: "write dirty data back after this long", Value: 5 * time.Second},
 			&cli.IntFlag{Name: "queue-depth", Usage: "SCSI commands in flight per session", Value: 64},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount"},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9420)"},
 		),
 		Action: mountAction,
 	}
@@ -109,6 +110,15 @@ func mountAction(c *cli.Context) error {
 	for i, e := range m.entries {
 		log.Info().Str("file", mountpoint+"/"+e.Path).Int64("size", m.files[i].Size()).
 			Bool("read_only", m.files[i].ReadOnly()).Msg("mounted")
+	}
+	if addr := c.String("metrics-addr"); addr != "" {
+		mctx, stopMetrics := context.WithCancel(context.Background())
+		defer stopMetrics()
+		if err := serveMetrics(mctx, addr, m, log); err != nil {
+			log.Error().Err(err).Msg("metrics server")
+			_ = srv.Unmount()
+			return fmt.Errorf("--metrics-addr %s: %w", addr, err)
+		}
 	}
 
 	// Serve until a signal or an unmount from outside.

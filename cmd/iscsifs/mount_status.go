@@ -100,10 +100,12 @@ type mountStatus struct {
 }
 
 type targetStatus struct {
-	Target string      `json:"target"`
-	Portal string      `json:"portal"`
-	Params paramStatus `json:"params"`
-	LUNs   []lunStatus `json:"luns"`
+	Target  string          `json:"target"`
+	Portal  string          `json:"portal"`
+	State   string          `json:"state"` // logged-in, recovering, unavailable, closed
+	Params  paramStatus     `json:"params"`
+	Session initiator.Stats `json:"session"`
+	LUNs    []lunStatus     `json:"luns"`
 }
 
 // paramStatus is initiator.Params with JSON names.
@@ -164,7 +166,8 @@ type lunStatus struct {
 func (m *mounted) status() mountStatus {
 	out := mountStatus{ReadOnly: m.readOnly, Targets: make([]targetStatus, 0, len(m.sessions))}
 	for _, s := range m.sessions {
-		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), Params: paramsStatus(s.Params()), LUNs: []lunStatus{}}
+		st := s.Stats()
+		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State, Params: paramsStatus(s.Params()), Session: st, LUNs: []lunStatus{}}
 		for i, f := range m.files {
 			if f.lun.Session() != s {
 				continue

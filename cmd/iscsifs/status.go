@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show a mount's sessions, negotiated parameters and I/O counters",
+		ArgsUsage: "MOUNTPOINT",
+		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print status.json and stats.json as one JSON object"}},
+		Action:    statusAction,
+	}
+}
+
+func statusAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("status: want exactly one argument, the mount point")
+	}
+	dir := filepath.Join(c.Args().First(), ".iscsifs")
+	var st mountStatus
+	var stats mountStats
+	if err := readJSON(filepath.Join(dir, statusFile), &st); err != nil {
+		return err
+	}
+	if err := readJSON(filepath.Join(dir, statsFile), &stats); err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Status mountStatus `json:"status"`
+			Stats  mountStats  `json:"stats"`
+		}{st, stats})
+	}
+	printStatus(w, st, stats)
+	return nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return fmt.Errorf("%s: not an iscsifs mount (no %s)", filepath.Dir(filepath.Dir(path)), path)
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, st mountStatus, stats mountStats) {
+	for _, t := range st.Targets {
+		s := t.Session
+		fmt.Fprintf(w, "%s at %s: %s, %d reconnects\n", t.Target, t.Portal, t.State, s.Reconnects)
+		p := t.Params
+		fmt.Fprintf(w, "  negotiated: burst %d/%d, segment in %d out %d, InitialR2T %v, ImmediateData %v, digests header %v data %v\n",
+			p.FirstBurstLength, p.MaxBurstLength, p.MaxRecvDataSegmentLength, p.TargetMaxRecvDataSegmentLength,
+			p.InitialR2T, p.ImmediateData, p.HeaderDigest, p.DataDigest)
+		fmt.Fprintf(w, "  commands %d (%d failed), read %s, written %s, in flight %d (peak %d), latency p50 %v p99 %v p99.9 %v\n",
+			s.Commands, s.Errors, human(int64(s.ReadBytes)), human(int64(s.WriteBytes)), s.InFlight, s.PeakFlight,
+			s.LatencyP50.Round(time.Microsecond), s.LatencyP99.Round(time.Microsecond), s.LatencyP999.Round(time.Microsecond))
+		for _, l := range t.LUNs {
+			ro := ""
+			if l.ReadOnly {
+				ro = ", read-only"
+			}
+			fmt.Fprintf(w, "  %s: LUN %d, %s (%d-byte blocks%s), %s %s, serial %s\n",
+				l.Path, l.LUN, human(l.Size), l.BlockSize, ro, l.Vendor, l.Product, l.Serial)
+			if f, ok := stats.Files[l.Path]; ok {
+				hit := 0.0
+				if f.Hits+f.Misses > 0 {
+					hit = 100 * float64(f.Hits) / float64(f.Hits+f.Misses)
+				}
+				fmt.Fprintf(w, "    cache: %.1f%% hits (%d/%d), %s cached of %s, %s dirty, read-ahead window %s, %d evictions, %d write-back errors\n",
+					hit, f.Hits, f.Hits+f.Misses, human(f.CachedBytes), human(f.CacheSize), human(f.DirtyBytes),
+					human(f.ReadAheadWindow), f.Evictions, f.WritebackErrors)
+			}
+		}
+	}
+}
+
+// human prints a byte count with a binary unit.
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
