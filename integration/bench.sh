@@ -4,11 +4,11 @@
 #
 # Starts its own tgtd on 127.0.0.1 with a 1 GiB LUN of random data, a 1 GiB
 # LUN to write to and a --bstype null LUN; runs the eight figures with
-# alternating runs (median of BENCH_RUNS, default 3); prints one table and
+# alternating runs (median of BENCH_RUNS, default 5); prints one table and
 # writes it as JSON (BENCH_JSON, default bin/bench-results.json).
 # Needs root (tgtd, FUSE). Installs missing peers from Debian packages.
 #
-#   BENCH_RUNS=3 BENCH_SECONDS=5 BENCH_ONLY=125 BENCH_DIR=/dev/shm make bench
+#   BENCH_RUNS=5 BENCH_SECONDS=5 BENCH_ONLY=125 BENCH_DIR=/dev/shm make bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +75,7 @@ go build -o "$work/benchtool" ./integration/benchtool
 
 "$work/benchtool" -iscsifs "$work/iscsifs" -dir "$work" \
 	-json "${BENCH_JSON:-bin/bench-results.json}" \
-	-runs "${BENCH_RUNS:-3}" -seconds "${BENCH_SECONDS:-5}" -only "${BENCH_ONLY:-}" &
+	-runs "${BENCH_RUNS:-5}" -seconds "${BENCH_SECONDS:-5}" -only "${BENCH_ONLY:-}" &
 tool_pid=$!
 status=0
 wait "$tool_pid" || status=$?

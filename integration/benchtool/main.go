@@ -44,7 +44,7 @@ func main() {
 	flag.StringVar(&cfg.iscsifs, "iscsifs", "", "the iscsifs binary")
 	flag.StringVar(&cfg.dir, "dir", "", "an empty work directory (backing files, outputs, mount points)")
 	flag.StringVar(&cfg.out, "json", "bin/bench-results.json", "where to write the results")
-	flag.IntVar(&cfg.runs, "runs", 3, "runs per contestant and figure (the median is reported)")
+	flag.IntVar(&cfg.runs, "runs", 5, "runs per contestant and figure (the median is reported)")
 	flag.IntVar(&cfg.seconds, "seconds", 5, "length of each timed run (figures 1, 2 and 6)")
 	flag.Int64Var(&cfg.cacheMiB, "cache-mib", 256, "iscsifs mount --cache-size in MiB")
 	flag.StringVar(&cfg.only, "only", "", "run only these figures (e.g. 125)")
@@ -83,7 +83,7 @@ func run(cfg config) int {
 
 	b := &bench{cfg: cfg, tg: tg, reg: reg, ctx: ctx, start: time.Now()}
 	rows := b.all()
-	printTable(os.Stdout, rows)
+	printTable(os.Stdout, b, rows)
 	if err := writeJSON(cfg.out, b, rows); err != nil {
 		fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
 		return 1

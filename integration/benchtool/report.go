@@ -107,10 +107,12 @@ func num(v float64) string {
 	}
 }
 
-func printTable(w io.Writer, rows []row) {
-	fmt.Fprintln(w)
+func printTable(w io.Writer, b *bench, rows []row) {
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	fmt.Fprintf(w, "\niscsifs make bench, %s: %d CPUs, Linux %s, tgtd on 127.0.0.1; median of %d alternating runs; ratio > 1: iscsifs is better\n",
+		b.start.UTC().Format("2006-01-02"), runtime.NumCPU(), strings.TrimSpace(string(kernel)), b.cfg.runs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fig\tfigure\tpeer\tpeer\tiscsifs\tunit\tratio\ttarget\tmet")
+	fmt.Fprintln(tw, "fig\tfigure\tpeer\tpeer value\tiscsifs\tunit\tratio\ttarget\tmet")
 	for _, r := range rows {
 		met := ""
 		if r.Met != nil {
