@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +34,7 @@ func mountCommand() *cli.Command {
 			&cli.DurationFlag{Name: "flush-interval", Usage: "write dirty data back after this long", Value: 5 * time.Second},
 			&cli.IntFlag{Name: "queue-depth", Usage: "SCSI commands in flight per session", Value: 64},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount"},
+			&cli.StringFlag{Name: "memory-limit", Usage: "soft limit for the process's memory (Go GC target); default: cache sizes + 256MiB, 0 = none"},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9420)"},
 		),
 		Action: mountAction,
@@ -95,6 +97,9 @@ func mountAction(c *cli.Context) error {
 	}
 	if len(m.entries) == 0 {
 		return fmt.Errorf("mount: %s has no direct-access (disk) LUNs", u)
+	}
+	if err := setMemoryLimit(c, int64(len(m.files))*copts.Size, log); err != nil {
+		return err
 	}
 	srv, err := fusefs.Mount(mountpoint, m.entries, fusefs.Options{
 		AllowOther:   c.Bool("allow-other"),
@@ -297,4 +302,30 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (e.g. 256MiB)", s)
 	}
 	return n * mult, nil
+}
+
+// memoryHeadroom is what the mount needs beside its caches: FUSE request
+// buffers (go-fuse pools one per request size), in-flight I/O, the runtime.
+const memoryHeadroom = 256 << 20
+
+// setMemoryLimit bounds the heap so that buffers freed by go-fuse and the
+// cache are collected before the process grows far past its caches (without
+// it the Go GC lets the heap reach twice the live size, and pooled FUSE
+// buffers count as live): memory stays near cache size + headroom whatever
+// the workload. The limit is soft; GC works harder only close to it.
+func setMemoryLimit(c *cli.Context, caches int64, log zerolog.Logger) error {
+	limit := caches + memoryHeadroom
+	if c.IsSet("memory-limit") {
+		n, err := parseSize(c.String("memory-limit"))
+		if err != nil {
+			return fmt.Errorf("--memory-limit: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		limit = n
+	}
+	debug.SetMemoryLimit(limit)
+	log.Debug().Int64("bytes", limit).Msg("memory limit")
+	return nil
 }
