@@ -63,6 +63,14 @@ type Discarder interface {
 	Discard(ctx context.Context, off, length int64) error
 }
 
+// Seeker is implemented by Files that know which ranges are allocated, for
+// lseek(2) SEEK_DATA and SEEK_HOLE. Seek returns the first offset at or after
+// off that is data (hole false) or a hole (hole true); Size() when there is
+// none (for data: no data after off).
+type Seeker interface {
+	Seek(ctx context.Context, off int64, hole bool) (int64, error)
+}
+
 // Entry is one file of the mount.
 type Entry struct {
 	// Path is slash-separated and relative, e.g. "lun1" or

@@ -38,6 +38,7 @@ var (
 	_ = (fs.NodeFlusher)((*lunNode)(nil))
 	_ = (fs.NodeFsyncer)((*lunNode)(nil))
 	_ = (fs.NodeAllocater)((*lunNode)(nil))
+	_ = (fs.NodeLseeker)((*lunNode)(nil))
 	_ = (fs.NodeStatfser)((*lunNode)(nil))
 )
 
@@ -233,4 +234,33 @@ func (n *lunNode) Allocate(ctx context.Context, f fs.FileHandle, off, length uin
 	default:
 		return syscall.EOPNOTSUPP
 	}
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE (other whence values never reach
+// the file system): from the File's allocation map when it implements
+// Seeker, else as for a fully allocated file (data everywhere, the only hole
+// at the end), which is what lseek(2) allows.
+func (n *lunNode) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	size := uint64(n.file.Size())
+	if off >= size {
+		return 0, syscall.ENXIO
+	}
+	hole := whence == unix.SEEK_HOLE
+	if whence != unix.SEEK_DATA && !hole {
+		return 0, syscall.EINVAL
+	}
+	if sk, ok := n.file.(Seeker); ok {
+		pos, err := sk.Seek(ctx, int64(off), hole)
+		if err != nil {
+			return 0, n.m.fail(ctx, "lseek", n.path, err)
+		}
+		if pos < 0 || uint64(pos) > size || (!hole && uint64(pos) == size) {
+			return 0, syscall.ENXIO // no data after off
+		}
+		return uint64(pos), 0
+	}
+	if hole {
+		return size, 0
+	}
+	return off, 0
 }

@@ -51,7 +51,55 @@ type lunFile struct {
 func (f *lunFile) Size() int64    { return f.lun.Size() }
 func (f *lunFile) ReadOnly() bool { return f.readOnly || f.lun.ReadOnly() }
 
-var _ fusefs.File = (*lunFile)(nil)
+var (
+	_ fusefs.File      = (*lunFile)(nil)
+	_ fusefs.Discarder = (*lunFile)(nil)
+	_ fusefs.Seeker    = (*lunFile)(nil)
+)
+
+// Discard punches a hole (fallocate PUNCH_HOLE): dirty data is written back
+// first so that a later write-back cannot resurrect the range, the LUN
+// unmaps or zeroes it, and the cache forgets what it held.
+func (f *lunFile) Discard(ctx context.Context, off, length int64) error {
+	if err := f.Cache.Flush(ctx); err != nil {
+		return err
+	}
+	err := f.lun.Discard(ctx, off, length)
+	f.Cache.Invalidate()
+	if errors.Is(err, initiator.ErrDiscardNotSupported) {
+		return syscall.EOPNOTSUPP
+	}
+	return err
+}
+
+// Seek finds data or holes from the LUN's allocation map (GET LBA STATUS),
+// after writing back dirty data so the map includes it. A LUN without the
+// map is all data.
+func (f *lunFile) Seek(ctx context.Context, off int64, hole bool) (int64, error) {
+	size := f.lun.Size()
+	if err := f.Cache.Flush(ctx); err != nil {
+		return 0, err
+	}
+	for pos := off; pos < size; {
+		exts, err := f.lun.LBAStatus(ctx, pos)
+		if errors.Is(err, initiator.ErrNoLBAStatus) {
+			if hole {
+				return size, nil
+			}
+			return pos, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range exts {
+			if e.Mapped != hole {
+				return max(e.Off, off), nil
+			}
+			pos = e.Off + e.Len
+		}
+	}
+	return size, nil
+}
 
 // mounted is everything a mount holds open, closed in reverse order.
 type mounted struct {
