@@ -84,14 +84,15 @@ func run(cfg config) int {
 	b := &bench{cfg: cfg, tg: tg, reg: reg, ctx: ctx, start: time.Now()}
 	rows := b.all()
 	printTable(os.Stdout, b, rows)
+	if ctx.Err() != nil {
+		logf("interrupted: %s not written", cfg.out)
+		return 130
+	}
 	if err := writeJSON(cfg.out, b, rows); err != nil {
 		fmt.Fprintf(os.Stderr, "benchtool: %v\n", err)
 		return 1
 	}
 	logf("results written to %s (%.0f s in all)", cfg.out, time.Since(b.start).Seconds())
-	if ctx.Err() != nil {
-		return 130
-	}
 	for _, r := range rows {
 		if r.Error != "" {
 			return 1
