@@ -36,6 +36,17 @@ const abortTimeout = 10 * time.Second
 // errTaskAborted ends a task that ABORT TASK removed at the target.
 var errTaskAborted = errors.New("command aborted after a timeout")
 
+// ErrCommandTimeout is a command that got no answer within the command
+// timeout on every step of the escalation (abort and re-issue, then a new
+// connection): the target does not serve it.
+var ErrCommandTimeout = errors.New("command timed out")
+
+// Bounds on re-issuing one command (Session.Execute).
+const (
+	maxCommandTimeouts  = 3 // abort and re-issue, new connection, then ErrCommandTimeout
+	maxConnectionLosses = 5 // connections lost under one command before it fails
+)
+
 func opName(cdb []byte) string { return scsi.OpName(cdb) }
 
 // execSCSI runs one command on the connection. It returns only when the

@@ -314,7 +314,7 @@ func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) 
 
 // execute is Execute's retry loop, with a queue slot held.
 func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) {
-	timeouts := 0
+	timeouts, lost := 0, 0
 	for {
 		c, err := s.connFor(ctx)
 		if err != nil {
@@ -329,6 +329,11 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			return nil, ctx.Err()
 		case errors.Is(err, errTaskAborted):
 			timeouts++
+			if timeouts >= maxCommandTimeouts {
+				// Not even a new connection helped: the target does not
+				// serve this command.
+				return nil, fmt.Errorf("%w: no answer to %s within %v, %d times", ErrCommandTimeout, opName(cmd.CDB), s.cfg.CommandTimeout, timeouts)
+			}
 			if timeouts >= 2 {
 				// Aborting did not help: start over on a new connection.
 				c.fail(fmt.Errorf("%s timed out twice", opName(cmd.CDB)))
@@ -339,6 +344,13 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			}
 			if s.discovery {
 				return nil, err
+			}
+			// Re-issue on the next connection, but not forever: a command
+			// that breaks every connection it is sent on (a target that
+			// crashes on it, a digest error that repeats) fails.
+			lost++
+			if lost >= maxConnectionLosses {
+				return nil, fmt.Errorf("%s failed on %d connections in a row: %w", opName(cmd.CDB), lost, err)
 			}
 		default:
 			return nil, err
