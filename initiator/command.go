@@ -47,6 +47,15 @@ const (
 	maxConnectionLosses = 5 // connections lost under one command before it fails
 )
 
+// abortWait bounds ABORT TASK for a command with the given timeout: never
+// longer than abortTimeout, nor than the command timeout itself.
+func abortWait(timeout time.Duration) time.Duration {
+	if timeout > 0 && timeout < abortTimeout {
+		return timeout
+	}
+	return abortTimeout
+}
+
 func opName(cdb []byte) string { return scsi.OpName(cdb) }
 
 // execSCSI runs one command on the connection. It returns only when the
@@ -114,20 +123,25 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 		// connection if the target does not answer), then let the session
 		// decide whether to re-issue.
 		c.log.Warn().Str("op", opName(cmd.CDB)).Dur("timeout", timeout).Msg("command timed out; aborting it")
+		// Abort before detaching: the reader may be stuck inside one of
+		// the task's Data-In PDUs (holding the task) until the abort gives
+		// up and drops the connection.
+		c.abort(t, abortWait(timeout))
 		t.detach()
-		c.abort(t)
 		<-dataOutDone
 		<-t.done
 	case <-ctx.Done():
 		if cmd.Write == nil {
-			// Reads can return at once: the reader discards further data.
-			t.detach()
+			// Reads return as soon as the reader is out of the buffer; it
+			// discards further data. The abort runs first so that a reader
+			// stuck in a stalled Data-In is freed in bounded time.
 			c.wg.Add(1)
-			go func() { defer c.wg.Done(); c.abort(t) }()
+			go func() { defer c.wg.Done(); c.abort(t, abortWait(timeout)) }()
+			t.detach()
 			return nil, ctx.Err()
 		}
 		// A write must not return while its data may still be sent.
-		c.abort(t)
+		c.abort(t, abortWait(timeout))
 		<-dataOutDone
 		select {
 		case <-t.done:
@@ -208,8 +222,8 @@ func (c *conn) sendDataOutSeq(t *task, ttt, off, length uint32) error {
 // abort sends ABORT TASK for t and waits for the outcome; if the target does
 // not answer in time the connection is dropped (the escalation continues in
 // session recovery).
-func (c *conn) abort(t *task) {
-	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+func (c *conn) abort(t *task, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	tmf := newTask(taskTMF)
 	err := c.send(ctx, tmf, sendOpts{immediate: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
