@@ -45,6 +45,7 @@ var ErrCommandTimeout = errors.New("command timed out")
 const (
 	maxCommandTimeouts  = 3 // abort and re-issue, new connection, then ErrCommandTimeout
 	maxConnectionLosses = 5 // connections lost under one command before it fails
+	maxRejectRetries    = 5 // "retry later" Rejects (immediate command, long op)
 )
 
 // abortWait bounds ABORT TASK for a command with the given timeout: never

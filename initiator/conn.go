@@ -600,7 +600,10 @@ func (c *conn) onReject(m *pdu.Reject) error {
 		return &ProtocolViolation{Reason: "Reject without the rejected header"}
 	}
 	rej := &RejectError{Reason: m.Reason}
-	if m.Reason == 0x02 { // data digest error: ERL 0 recovers the session
+	switch m.Reason {
+	case pdu.RejectDataDigest: // ERL 0 recovers the session
+		return rej
+	case pdu.RejectWaitingForLogout: // the target wants this connection gone
 		return rej
 	}
 	itt := h.ITT()
@@ -620,6 +623,12 @@ type RejectError struct{ Reason uint8 }
 
 func (e *RejectError) Error() string {
 	return "target rejected the PDU: " + pdu.RejectReasonText(e.Reason)
+}
+
+// Temporary reports a Reject that asks to retry later: too many immediate
+// commands, or no resources for a long operation (RFC 7143 §11.17.1).
+func (e *RejectError) Temporary() bool {
+	return e.Reason == pdu.RejectImmediate || e.Reason == pdu.RejectLongOp
 }
 
 // keepAliveLoop pings an idle connection and fails it when the target does

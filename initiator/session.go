@@ -314,7 +314,7 @@ func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) 
 
 // execute is Execute's retry loop, with a queue slot held.
 func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) {
-	timeouts, lost := 0, 0
+	timeouts, lost, rejects := 0, 0, 0
 	for {
 		c, err := s.connFor(ctx)
 		if err != nil {
@@ -322,6 +322,7 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 		}
 		resp, err := c.execSCSI(ctx, cmd, s.cfg.CommandTimeout)
 		var ce *ConnectionError
+		var rej *RejectError
 		switch {
 		case err == nil:
 			return resp, nil
@@ -337,6 +338,16 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			if timeouts >= 2 {
 				// Aborting did not help: start over on a new connection.
 				c.fail(fmt.Errorf("%s timed out twice", opName(cmd.CDB)))
+			}
+		case errors.As(err, &rej) && rej.Temporary():
+			rejects++
+			if rejects > maxRejectRetries {
+				return nil, err
+			}
+			select {
+			case <-time.After(time.Duration(rejects*rejects) * 10 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
 			}
 		case errors.As(err, &ce):
 			if s.isClosed() {
