@@ -36,6 +36,10 @@ const abortTimeout = 10 * time.Second
 // errTaskAborted ends a task that ABORT TASK removed at the target.
 var errTaskAborted = errors.New("command aborted after a timeout")
 
+// errTasksTerminated ends a task the target terminated without an answer
+// (Asynchronous Message event 5): it is re-issued.
+var errTasksTerminated = errors.New("the target terminated the command")
+
 // ErrCommandTimeout is a command that got no answer within the command
 // timeout on every step of the escalation (abort and re-issue, then a new
 // connection): the target does not serve it.

@@ -590,6 +590,22 @@ func (c *conn) onAsync(m *pdu.AsyncMsg) error {
 		// The target asks us to log out or will drop the connection: treat
 		// the connection as failed so recovery re-establishes the session.
 		return &ProtocolViolation{Reason: fmt.Sprintf("target requested logout / connection drop (async event %d)", m.AsyncEvent)}
+	case pdu.AsyncEventTasksTerminated:
+		// No answer will come for the LU's tasks: end them so that they
+		// are re-issued now rather than after the command timeout.
+		c.mu.Lock()
+		var gone []*task
+		for itt, t := range c.tasks {
+			if t.kind == taskSCSI && t.lun == m.LUN {
+				delete(c.tasks, itt)
+				gone = append(gone, t)
+			}
+		}
+		c.mu.Unlock()
+		for _, t := range gone {
+			t.detach()
+			c.finish(t, taskResult{err: errTasksTerminated})
+		}
 	}
 	return nil
 }

@@ -349,7 +349,7 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
-		case errors.As(err, &ce):
+		case errors.As(err, &ce) || errors.Is(err, errTasksTerminated):
 			if s.isClosed() {
 				return nil, ErrSessionClosed
 			}
