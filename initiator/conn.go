@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
+	"github.com/iscsifs/iscsifs/initiator/scsi"
 )
 
 // conn is one TCP connection in Full Feature Phase. A single reader goroutine
@@ -52,6 +53,9 @@ type conn struct {
 	wg sync.WaitGroup // reader, keep-alive and Data-Out goroutines
 
 	onDead func(*conn, error) // called once, in its own goroutine, when the connection fails
+	// onSense gets the sense data of an Asynchronous Message (event 0), in
+	// its own goroutine; guarded by mu.
+	onSense func(lun uint64, sense []byte)
 }
 
 // loginState is what the login phase hands to Full Feature Phase.
@@ -590,6 +594,16 @@ func (c *conn) onAsync(m *pdu.AsyncMsg) error {
 		// The target asks us to log out or will drop the connection: treat
 		// the connection as failed so recovery re-establishes the session.
 		return &ProtocolViolation{Reason: fmt.Sprintf("target requested logout / connection drop (async event %d)", m.AsyncEvent)}
+	case pdu.AsyncEventSCSI:
+		// Sense data for the LU, as a UNIT ATTENTION without a command.
+		sense, err := (&pdu.SCSIResponse{Data: m.Data}).SenseData()
+		c.mu.Lock()
+		onSense := c.onSense
+		c.mu.Unlock()
+		if err == nil && len(sense) > 0 && onSense != nil {
+			lun, sense := scsi.DecodeLUN(m.LUN), append([]byte(nil), sense...)
+			go onSense(lun, sense)
+		}
 	case pdu.AsyncEventTasksTerminated:
 		// No answer will come for the LU's tasks: end them so that they
 		// are re-issued now rather than after the command timeout.

@@ -50,6 +50,9 @@ var ErrDeviceChanged = errors.New("LUN identity changed after reconnect")
 func (s *Session) install(c *conn) {
 	if !s.discovery {
 		c.onDead = s.connDead
+		c.mu.Lock()
+		c.onSense = s.asyncSense
+		c.mu.Unlock()
 	}
 	s.mu.Lock()
 	s.conn = c
@@ -264,6 +267,19 @@ func (s *Session) rememberLUN(l *LUN) {
 	s.mu.Lock()
 	s.luns[l.lun] = l
 	s.mu.Unlock()
+}
+
+// asyncSense acts on sense data the target sent in an Asynchronous Message
+// as on the same UNIT ATTENTION for a command.
+func (s *Session) asyncSense(lun uint64, b []byte) {
+	sense, err := scsi.ParseSense(b)
+	if err != nil {
+		return
+	}
+	s.log.Info().Uint64("lun", lun).Str("sense", sense.String()).Msg("asynchronous event")
+	if errors.Is(&scsi.StatusError{Status: scsi.StatusCheckCondition, Sense: &sense}, scsi.ErrCapacityChanged) {
+		s.capacityChanged(lun)
+	}
 }
 
 // capacityChanged re-reads the capacity of an opened LUN in the background
