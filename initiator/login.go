@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -93,8 +94,14 @@ func login(ctx context.Context, nc net.Conn, r *pdu.Reader, w *pdu.Writer, lp lo
 	r.SetMaxDataSegmentLength(loginTextLimit)
 	x := &loginExchange{lp: lp, nc: nc, r: r, w: w, itt: 0, tpgt: -1}
 	res, err := x.run()
-	if err != nil && ctx.Err() != nil {
-		return nil, lp.fail(0xff, 0xff, fmt.Sprintf("login timed out: %v", ctx.Err()))
+	// The socket deadline and ctx expire together: whichever is seen first,
+	// it is the login timeout.
+	if err != nil && (ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+		cause := ctx.Err()
+		if cause == nil {
+			cause = context.DeadlineExceeded
+		}
+		return nil, lp.fail(0xff, 0xff, fmt.Sprintf("login timed out: %v", cause))
 	}
 	return res, err
 }
