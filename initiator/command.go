@@ -72,6 +72,10 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 	}
 	t := newTask(taskSCSI)
 	t.lun = scsi.EncodeLUN(cmd.LUN)
+	if timeout > 0 {
+		t.timeout = timeout
+		t.deadline = time.Now().Add(timeout).UnixNano()
+	}
 	t.readBuf = cmd.Read
 	var imm []byte
 	unsolicitedEnd := 0
@@ -115,26 +119,10 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 		close(dataOutDone)
 	}
 
-	var expired <-chan time.Time
-	if timeout > 0 {
-		timer := time.NewTimer(timeout)
-		defer timer.Stop()
-		expired = timer.C
-	}
+	// The connection's sweeper aborts the task once its deadline passes
+	// (see sweepLoop): no timer per command on the hot path.
 	select {
 	case <-t.done:
-	case <-expired:
-		// The target sits on the command: abort it (the abort drops the
-		// connection if the target does not answer), then let the session
-		// decide whether to re-issue.
-		c.log.Warn().Str("op", opName(cmd.CDB)).Dur("timeout", timeout).Msg("command timed out; aborting it")
-		// Abort before detaching: the reader may be stuck inside one of
-		// the task's Data-In PDUs (holding the task) until the abort gives
-		// up and drops the connection.
-		c.abort(t, abortWait(timeout))
-		t.detach()
-		<-dataOutDone
-		<-t.done
 	case <-ctx.Done():
 		if cmd.Write == nil {
 			// Reads return as soon as the reader is out of the buffer; it
@@ -257,4 +245,50 @@ func (c *conn) abort(t *task, wait time.Duration) {
 		c.log.Warn().Msg("ABORT TASK timed out; dropping the connection")
 	}
 	c.fail(fmt.Errorf("task 0x%08x could not be aborted", t.itt))
+}
+
+// sweepLoop aborts SCSI tasks past their deadline. One ticker per
+// connection instead of a timer per command: a deadline is checked within a
+// quarter of the timeout (at most a second) of passing.
+func (c *conn) sweepLoop(timeout time.Duration) {
+	defer c.wg.Done()
+	period := min(max(timeout/4, 50*time.Millisecond), time.Second)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.dead:
+			return
+		case <-tick.C:
+		}
+		now := time.Now().UnixNano()
+		var expired []*task
+		c.mu.Lock()
+		for _, t := range c.tasks {
+			if t.kind == taskSCSI && t.deadline != 0 && now > t.deadline && !t.expired {
+				t.expired = true
+				expired = append(expired, t)
+			}
+		}
+		c.mu.Unlock()
+		for _, t := range expired {
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				c.expire(t)
+			}()
+		}
+	}
+}
+
+// expire aborts a task the target sits on (the abort drops the connection if
+// the target does not answer); the waiting caller then sees errTaskAborted
+// and the session decides whether to re-issue.
+func (c *conn) expire(t *task) {
+	c.log.Warn().Uint32("itt", t.itt).Dur("timeout", t.timeout).Msg("command timed out; aborting it")
+	// Abort before detaching: the reader may be stuck inside one of the
+	// task's Data-In PDUs (holding the task) until the abort gives up and
+	// drops the connection.
+	c.abort(t, abortWait(t.timeout))
+	t.detach()
 }

@@ -70,6 +70,7 @@ type loginState struct {
 type keepAlive struct {
 	interval time.Duration // idle time before a ping; 0 disables
 	timeout  time.Duration // time to wait for the NOP-In
+	command  time.Duration // SCSI command timeout (sweepLoop); 0 disables
 }
 
 func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery bool, log zerolog.Logger) *conn {
@@ -108,6 +109,10 @@ func (c *conn) start(ka keepAlive) {
 	if ka.interval > 0 {
 		c.wg.Add(1)
 		go c.keepAliveLoop(ka)
+	}
+	if ka.command > 0 {
+		c.wg.Add(1)
+		go c.sweepLoop(ka.command)
 	}
 }
 

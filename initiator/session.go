@@ -221,7 +221,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	s.alias = res.alias
 	s.mu.Unlock()
 	c := newConn(portal, nc, r, st, s.discovery, s.log)
-	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait}
+	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait, command: max(s.cfg.CommandTimeout, 0)}
 	if ka.interval < 0 {
 		ka.interval = 0
 	}

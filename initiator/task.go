@@ -2,6 +2,7 @@ package initiator
 
 import (
 	"sync"
+	"time"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
 )
@@ -38,6 +39,10 @@ type task struct {
 
 	writeBuf []byte        // Data-Out source (SCSI writes)
 	r2ts     chan *pdu.R2T // R2Ts handed from the reader to the Data-Out sender
+
+	timeout  time.Duration // command timeout, 0 = none
+	deadline int64         // unix nanoseconds, fixed before the task is registered
+	expired  bool          // the sweeper took the task, guarded by conn.mu
 
 	done   chan struct{}
 	result taskResult
