@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -38,6 +39,7 @@ func startCPTarget(t *testing.T) *Target {
 			{LUN: 1, Size: cpSize, Fill: "random"},
 			{LUN: 2, Size: cpSize},
 			{LUN: 3, Size: cpSize},
+			{LUN: 4, Size: cpSize, Thin: true},
 		}},
 		TargetSpec{Name: cpRO, LUNs: []LUNSpec{{LUN: 1, Size: 4 << 20, Fill: "random", ReadOnly: true}}},
 		TargetSpec{Name: cpNull, LUNs: []LUNSpec{{LUN: 1, BSType: "null"}}},
@@ -220,6 +222,46 @@ func TestCP(t *testing.T) {
 		}
 		if !bytes.Equal(got[:1<<20], junk[:1<<20]) || !bytes.Equal(got[5<<20:], junk[5<<20:]) {
 			t.Error("range copy changed bytes outside the range")
+		}
+	})
+
+	t.Run("thin LUN skips deallocated ranges", func(t *testing.T) {
+		backing := tg.BackingFile(cpIQN, 4)
+		f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := make([]byte, 1<<20)
+		fillRand(data, 4)
+		for _, off := range []int64{2 << 20, cpSize - 1<<20} {
+			if _, err := f.WriteAt(data, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+		out := filepath.Join(t.TempDir(), "thin.img")
+		_, stderr, code := runCLIStdin(t, nil, "cp", "--log-level", "debug", "--log-format", "json", tg.URL(cpIQN, 4), out)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		if got := mustRead(t, out); !bytes.Equal(got, mustRead(t, backing)) {
+			t.Fatal("image of the thin LUN differs from its backing file")
+		}
+		var skipped int64 = -1
+		for _, line := range strings.Split(stderr, "\n") {
+			var rec struct {
+				Message string `json:"message"`
+				Bytes   int64  `json:"bytes"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Message, "deallocated ranges not read") {
+				skipped = rec.Bytes
+			}
+		}
+		if skipped < cpSize-4<<20 {
+			t.Errorf("%d bytes skipped of a %d-byte LUN with 2 MiB of data; stderr:\n%s", skipped, cpSize, stderr)
+		}
+		if a := allocated(t, out); a > 4<<20 {
+			t.Errorf("image has %d bytes allocated for 2 MiB of data", a)
 		}
 	})
 

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -153,7 +154,7 @@ func cpAction(c *cli.Context) error {
 	if opts.verify && dstArg == "-" {
 		return errors.New("cp: --verify cannot read back standard output")
 	}
-	_, cfg, err := prepare(c, u)
+	log, cfg, err := prepare(c, u)
 	if err != nil {
 		return err
 	}
@@ -203,7 +204,7 @@ func cpAction(c *cli.Context) error {
 		return fmt.Errorf("--block-size %d is not a multiple of the %d-byte blocks of %s", opts.bs, lun.BlockSize(), u)
 	}
 
-	cp := &copier{opts: opts, stderr: c.App.ErrWriter}
+	cp := &copier{opts: opts, stderr: c.App.ErrWriter, log: log}
 	if srcIsURL {
 		cp.src = lunSide
 		if cp.dst, err = openDst(dstArg, opts.verify); err != nil {
@@ -317,6 +318,7 @@ type copier struct {
 	bar      *progressbar.ProgressBar
 	zeroSkip *sparseWriter // non-nil: regular DST with holes for zeros
 	srcHash  hash.Hash     // --verify with a stream SRC: hashed as read
+	log      zerolog.Logger
 }
 
 // plan checks the range against both sides before anything is written and
@@ -403,10 +405,22 @@ func (cp *copier) run(ctx context.Context, stop <-chan struct{}) error {
 	}
 
 	e := &engine{bs: o.bs, parallel: o.parallel}
-	if cp.src.stream {
+	var skip *unmappedSkipper
+	switch {
+	case cp.src.stream:
 		e.stream = cp.src.file
-	} else {
+	case cp.src.lun != nil && cp.zeroSkip != nil && cp.src.lun.Provisioning.LBPRZ:
+		// A sparse image of a thin LUN: deallocated ranges become holes
+		// without being read.
+		skip = newUnmappedSkipper(cp.src.lun, cp.src.readAt)
+		e.read = skip.readAt
+	default:
 		e.read = cp.src.readAt
+	}
+	if skip != nil {
+		defer func() {
+			cp.log.Debug().Int64("bytes", skip.skipped.Load()).Msg("deallocated ranges not read (GET LBA STATUS)")
+		}()
 	}
 	switch {
 	case cp.dst.lun != nil:
