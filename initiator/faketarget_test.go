@@ -450,6 +450,10 @@ type fakeCHAP struct {
 	mutualWith string
 	// responses counts CHAP_R values received from the initiator.
 	responses atomic.Int32
+	// onlyMD5 makes the target fail any login whose CHAP_A list is not
+	// exactly "5", as old LIO and Synology targets do.
+	onlyMD5 bool
+	offers  []string // CHAP_A lists received, guarded by fakeTarget.mu
 }
 
 // chapStep runs one security-stage PDU through CHAP and returns the keys to
@@ -460,7 +464,14 @@ func (c *fakeConn) chapStep(req *pdu.LoginReq, kvs []pdu.KV) ([]pdu.KV, bool) {
 	if _, ok := pdu.Lookup(kvs, "AuthMethod"); ok {
 		return []pdu.KV{{Key: "AuthMethod", Value: "CHAP"}}, true
 	}
-	if _, ok := pdu.Lookup(kvs, "CHAP_A"); ok {
+	if list, ok := pdu.Lookup(kvs, "CHAP_A"); ok {
+		c.ft.mu.Lock()
+		ch.offers = append(ch.offers, list)
+		c.ft.mu.Unlock()
+		if ch.onlyMD5 && list != "5" {
+			c.send(&pdu.LoginResp{CSG: req.CSG, NSG: req.NSG, ISID: req.ISID, ITT: req.ITT, StatSN: c.nextStat(), StatusClass: 2, StatusDetail: 1})
+			return nil, false
+		}
 		c.chapID = 7
 		c.chapChallenge = make([]byte, 16)
 		for i := range c.chapChallenge {

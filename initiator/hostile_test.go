@@ -15,6 +15,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1183,6 +1184,45 @@ func TestHostileCHAP(t *testing.T) {
 		var le *LoginError
 		if !errors.As(err, &le) || !le.IsAuthFailure() || !strings.Contains(err.Error(), "reflection") {
 			t.Fatalf("got %v, want a mutual authentication failure", err)
+		}
+	})
+	t.Run("target that takes only a CHAP_A list of 5", func(t *testing.T) {
+		tests := []struct {
+			name   string
+			algs   []CHAPAlgorithm
+			offers []string
+			ok     bool
+		}{
+			{"falls back to md5 once", []CHAPAlgorithm{CHAPSHA256, CHAPMD5}, []string{"7,5", "5"}, true},
+			{"md5 alone from the start", nil, []string{"5"}, true},
+			{"no md5 in the list: no fallback", []CHAPAlgorithm{CHAPSHA3_256, CHAPSHA256}, []string{"8,7"}, false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				checkNoLeak(t)
+				ft := newFakeTarget(t, 1<<20)
+				ch := &fakeCHAP{user: creds.User, secret: creds.Secret, onlyMD5: true}
+				ft.chap = ch
+				cfg := hostileConfig(t, nil)
+				cfg.Credentials = Credentials{User: creds.User, Secret: creds.Secret}
+				cfg.CHAPAlgorithms = tt.algs
+				addr := ft.start()
+				s, err := boundedCall(t, 10*time.Second, func() (*Session, error) {
+					return Login(context.Background(), addr, "iqn.2026-11.test:fake", cfg)
+				})
+				if tt.ok != (err == nil) {
+					t.Fatalf("login: %v, want success %v", err, tt.ok)
+				}
+				if s != nil {
+					s.Close(context.Background())
+				}
+				ft.mu.Lock()
+				offers := append([]string(nil), ch.offers...)
+				ft.mu.Unlock()
+				if !slices.Equal(offers, tt.offers) {
+					t.Errorf("CHAP_A offers %q, want %q", offers, tt.offers)
+				}
+			})
 		}
 	})
 	t.Run("wrong secret", func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -413,6 +414,12 @@ func (c *conn) logout(ctx context.Context) error {
 	}
 	select {
 	case <-t.done:
+		if errors.Is(t.result.err, io.EOF) {
+			// The target closed the connection instead of answering (istgt
+			// does now and then): the session is gone, as asked.
+			c.log.Debug().Msg("target closed the connection on logout without a response")
+			return nil
+		}
 		if t.result.err != nil {
 			return fmt.Errorf("logout: %w", t.result.err)
 		}

@@ -75,6 +75,11 @@ func withCreds(cfg initiator.Config, user, secret, mUser, mSecret string) initia
 	return cfg
 }
 
+func withAlgs(cfg initiator.Config, algs ...initiator.CHAPAlgorithm) initiator.Config {
+	cfg.CHAPAlgorithms = algs
+	return cfg
+}
+
 func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -189,6 +194,10 @@ func testAuth(t *testing.T, tg *Target, lab labSetup) {
 		wantErr string // "" = success
 	}{
 		{"one-way ok", labCHAP, withCreds(base, chapUser, chapSecret, "", ""), ""},
+		// tgt numbers SHA-1 as 7 and picks it: our SHA-256 answer fails
+		// and the login falls back to MD5 alone; istgt picks 5 at once.
+		{"sha256 preferred", labCHAP, withAlgs(withCreds(base, chapUser, chapSecret, "", ""), initiator.CHAPSHA256, initiator.CHAPMD5), ""},
+		{"sha3-256 and sha1 preferred", labMutual, withAlgs(withCreds(base, chapUser, chapSecret, mutualUser, mutualSecret), initiator.CHAPSHA3_256, initiator.CHAPSHA1, initiator.CHAPMD5), ""},
 		{"mutual ok", labMutual, withCreds(base, chapUser, chapSecret, mutualUser, mutualSecret), ""},
 		{"wrong secret", labCHAP, withCreds(base, chapUser, "wrong-secret-123", "", ""), "authentication failed"},
 		{"wrong user", labCHAP, withCreds(base, "nobody", chapSecret, "", ""), "authentication failed"},
