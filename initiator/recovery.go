@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/iscsifs/iscsifs/initiator/scsi"
@@ -145,25 +146,27 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 	dead.close(cause) // wait for its goroutines
 	since := time.Now()
 	delay := time.Duration(0)
-	var replacement <-chan time.Time
+	// The replacement timeout runs on its own timer, so that it also expires
+	// while a login attempt hangs on a silent portal, not only between
+	// attempts.
+	var lastMu sync.Mutex
+	var last error
 	if s.cfg.ReplacementTimeout > 0 {
-		t := time.NewTimer(s.cfg.ReplacementTimeout)
+		t := time.AfterFunc(s.cfg.ReplacementTimeout, func() {
+			lastMu.Lock()
+			l := last
+			lastMu.Unlock()
+			s.markUnavailable(since, cause, l)
+		})
 		defer t.Stop()
-		replacement = t.C
 	} else {
 		s.markUnavailable(since, cause, nil)
 	}
-	var last error
 	for attempt := 1; ; attempt++ {
 		if delay > 0 {
 			timer := time.NewTimer(delay)
 			select {
 			case <-timer.C:
-			case <-replacement:
-				timer.Stop()
-				replacement = nil
-				s.markUnavailable(since, cause, last)
-				continue
 			case <-s.stop:
 				timer.Stop()
 				return
@@ -205,7 +208,9 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 			s.log.Info().Int("attempt", attempt).Dur("after", time.Since(since).Round(time.Millisecond)).Msg("session re-established")
 			return
 		}
+		lastMu.Lock()
 		last = err
+		lastMu.Unlock()
 		s.log.Warn().Err(err).Int("attempt", attempt).Msg("reconnect failed")
 		if errors.Is(err, ErrDeviceChanged) {
 			// Never write to another disk: the session stays unavailable.
@@ -222,6 +227,11 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 
 func (s *Session) markUnavailable(since time.Time, cause, last error) {
 	s.mu.Lock()
+	if !s.recovering || s.closed {
+		// The timer fired as the recovery ended: nothing is unavailable.
+		s.mu.Unlock()
+		return
+	}
 	s.unavailable = &SessionUnavailableError{Target: s.target, Portal: s.portal, Since: since, Cause: cause, Last: last}
 	s.broadcastLocked()
 	s.mu.Unlock()

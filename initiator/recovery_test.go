@@ -289,8 +289,10 @@ func TestRecoveryUnavailableThenBack(t *testing.T) {
 	}
 	cfg := hostileConfig(t, nil)
 	cfg.CommandTimeout = 300 * time.Millisecond
-	cfg.LoginTimeout = 300 * time.Millisecond
 	cfg.ReplacementTimeout = 700 * time.Millisecond
+	// A login attempt that hangs longer than the replacement timeout must
+	// not delay it.
+	cfg.LoginTimeout = 3 * time.Second
 	s, l := fakeSession(t, ft, cfg)
 
 	silent.Store(true)
@@ -300,7 +302,8 @@ func TestRecoveryUnavailableThenBack(t *testing.T) {
 	if !errors.As(err, &ue) {
 		t.Fatalf("got %v, want SessionUnavailableError", err)
 	}
-	limit := 3*cfg.CommandTimeout + cfg.ReplacementTimeout + time.Second
+	// Timeout (+ the sweep), the abort's bound, then the replacement timeout.
+	limit := 3*cfg.CommandTimeout + cfg.ReplacementTimeout + 500*time.Millisecond
 	if d := time.Since(start); d > limit {
 		t.Errorf("failed after %v, want within %v", d, limit)
 	}
