@@ -52,11 +52,14 @@ const (
 	maxRejectRetries    = 5 // "retry later" Rejects (immediate command, long op)
 )
 
-// abortWait bounds ABORT TASK for a command with the given timeout: never
-// longer than abortTimeout, nor than the command timeout itself.
+// abortWait bounds ABORT TASK for a command with the given timeout: half
+// the command timeout (a target that takes longer to answer an immediate
+// task management request is taken for dead), at most abortTimeout. A
+// frozen target thus costs 1.75 command timeouts (with the sweep) before
+// the connection is dropped and the replacement timeout starts.
 func abortWait(timeout time.Duration) time.Duration {
-	if timeout > 0 && timeout < abortTimeout {
-		return timeout
+	if timeout > 0 && timeout/2 < abortTimeout {
+		return timeout / 2
 	}
 	return abortTimeout
 }
