@@ -74,6 +74,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-digest", Usage: "none, crc32c, prefer-crc32c", Value: "none"},
 		&cli.DurationFlag{Name: "timeout", Usage: "login and command timeout", Value: 30 * time.Second},
 		&cli.DurationFlag{Name: "replacement-timeout", Usage: "how long I/O waits for a lost session to come back (0: fail at once; reconnecting goes on)", Value: 120 * time.Second},
+		&cli.DurationFlag{Name: "keepalive", Usage: "idle time before a NOP-Out ping; no answer within twice that drops the connection (0 disables)", Value: 5 * time.Second},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn, error", Value: "info"},
 		&cli.StringFlag{Name: "log-format", Usage: "console or json (default: console on a terminal, json otherwise)"},
 	}
@@ -158,6 +159,10 @@ func sessionConfig(c *cli.Context, u *initiator.URL, log zerolog.Logger) (initia
 	cfg.ReplacementTimeout = c.Duration("replacement-timeout")
 	if cfg.ReplacementTimeout == 0 {
 		cfg.ReplacementTimeout = -1 // fail fast; 0 means "default" to the library
+	}
+	cfg.KeepAlive, cfg.KeepAliveWait = c.Duration("keepalive"), 2*c.Duration("keepalive")
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = -1 // disabled; 0 means "default" to the library
 	}
 	cfg.Logger = log
 	return cfg, nil
