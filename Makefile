@@ -63,3 +63,9 @@ lint:
 
 clean:
 	rm -rf bin
+
+# Ten minutes of mixed random I/O through a mount with two target bounces,
+# verified against the backing file (a one-minute run is part of `make test`).
+.PHONY: soak
+soak:
+	ISCSIFS_SOAK=10m $(GO) test -run TestSoak -timeout 20m ./integration/
