@@ -312,6 +312,7 @@ func (ml *mountLab) testFIO(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, fio, args...)
+	cmd.Dir = t.TempDir() // fio leaves its verify state files in the working directory
 	combined, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("fio: %v\n%s", err, combined)
