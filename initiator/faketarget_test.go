@@ -36,16 +36,17 @@ type fakeTarget struct {
 
 	// Knobs for recovery and hostile-target tests (hostile_test.go,
 	// recovery_test.go), also set before the initiator connects.
-	chap    *fakeCHAP                                            // require CHAP in the security stage
-	digests bool                                                 // accept CRC32C header and data digests
-	onLogin func(c *fakeConn, req *pdu.LoginReq) fakeLoginAction // script the login phase
-	onSCSI  func(c *fakeConn, m *pdu.SCSICommand) bool           // answer a command itself (true) instead of executing it
-	serial  atomic.Pointer[string]                               // VPD 0x80 unit serial; nil: no VPD pages
-	logins  atomic.Int32                                         // logins that reached Full Feature Phase
-	scsiN   atomic.Int32                                         // SCSI commands received (after onPDU)
-	isids   []loginRecord                                        // every Login Request's ISID/TSIH, guarded by mu
-	live    []*fakeConn                                          // connections in Full Feature Phase, guarded by mu
-	chals   [][]byte                                             // CHAP challenges the initiator sent, guarded by mu
+	chap      *fakeCHAP                                            // require CHAP in the security stage
+	digests   bool                                                 // accept CRC32C header and data digests
+	onLogin   func(c *fakeConn, req *pdu.LoginReq) fakeLoginAction // script the login phase
+	refuseOld atomic.Bool                                          // for onLogin hooks: refuse the first session's ISID from now on
+	onSCSI    func(c *fakeConn, m *pdu.SCSICommand) bool           // answer a command itself (true) instead of executing it
+	serial    atomic.Pointer[string]                               // VPD 0x80 unit serial; nil: no VPD pages
+	logins    atomic.Int32                                         // logins that reached Full Feature Phase
+	scsiN     atomic.Int32                                         // SCSI commands received (after onPDU)
+	isids     []loginRecord                                        // every Login Request's ISID/TSIH, guarded by mu
+	live      []*fakeConn                                          // connections in Full Feature Phase, guarded by mu
+	chals     [][]byte                                             // CHAP challenges the initiator sent, guarded by mu
 
 	mu       sync.Mutex
 	disk     []byte

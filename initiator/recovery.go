@@ -2,6 +2,7 @@ package initiator
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -162,6 +163,7 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 	} else {
 		s.markUnavailable(since, cause, nil)
 	}
+	newISID := false
 	for attempt := 1; ; attempt++ {
 		if delay > 0 {
 			timer := time.NewTimer(delay)
@@ -212,6 +214,13 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 		last = err
 		lastMu.Unlock()
 		s.log.Warn().Err(err).Int("attempt", attempt).Msg("reconnect failed")
+		if refusesReinstatement(err) && !newISID {
+			// The target will not reinstate this session: start a new one.
+			newISID = true
+			s.freshISID()
+			s.log.Info().Msg("target refused to reinstate the session; logging in with a new ISID")
+			delay = 0
+		}
 		if errors.Is(err, ErrDeviceChanged) {
 			// Never write to another disk: the session stays unavailable.
 			s.markUnavailable(since, err, nil)
@@ -302,4 +311,26 @@ func (s *Session) capacityChanged(lun uint64) {
 		return
 	}
 	go l.refreshCapacity(context.Background())
+}
+
+// refusesReinstatement reports a login refused for reasons of session
+// state (initiator error class, not authentication, authorization or a
+// missing target): logging in with the same ISID will keep failing.
+func refusesReinstatement(err error) bool {
+	var le *LoginError
+	if !errors.As(err, &le) || le.Class != loginClassInitiator || le.auth {
+		return false
+	}
+	switch le.Detail {
+	case 0x06, 0x08, 0x0a, 0x0b: // too many connections, can't include, no such session, invalid during login
+		return true
+	}
+	return false
+}
+
+// freshISID gives the session a new random ISID (T=10b).
+func (s *Session) freshISID() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, _ = rand.Read(s.isid[1:4])
 }

@@ -412,3 +412,38 @@ func TestRecoveryCancelDuringOutage(t *testing.T) {
 	}
 	sd.down.Store(false)
 }
+
+// A target that refuses to reinstate the session (login with the old ISID
+// answered "session does not exist") gets a new session with a new ISID.
+func TestRecoveryNewSessionWhenReinstatementRefused(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	var first [6]byte
+	var refused atomic.Int32
+	ft.onLogin = func(c *fakeConn, req *pdu.LoginReq) fakeLoginAction {
+		if first == ([6]byte{}) {
+			first = req.ISID
+			return loginDefault
+		}
+		if req.ISID == first && refused.Load() < 1000 && c.ft.refuseOld.Load() {
+			refused.Add(1)
+			c.send(&pdu.LoginResp{CSG: req.CSG, NSG: req.NSG, ISID: req.ISID, ITT: req.ITT, StatSN: c.nextStat(), StatusClass: 2, StatusDetail: 0x0a})
+			return loginClose
+		}
+		return loginDefault
+	}
+	s, l := fakeSession(t, ft, hostileConfig(t, nil))
+	ft.refuseOld.Store(true)
+	ft.dropAll()
+	if err := bounded(t, 10*time.Second, func() error { return readBlock(t, ft, l, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if refused.Load() != 1 || s.Reconnects() != 1 {
+		t.Fatalf("refused %d logins, %d reconnects; want 1 and 1", refused.Load(), s.Reconnects())
+	}
+	recs := ft.loginRecords()
+	last := recs[len(recs)-1]
+	if last.isid == first || last.isid[0]>>6 != 2 {
+		t.Errorf("new session ISID %x (first %x)", last.isid, first)
+	}
+}

@@ -195,11 +195,14 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	tuneTCP(nc)
 	r := pdu.NewReader(nc)
 	w := pdu.NewWriter(nc)
+	s.mu.Lock()
+	isid := s.isid
+	s.mu.Unlock()
 	res, err := login(lctx, nc, r, w, loginParams{
 		portal:     portal,
 		target:     s.target,
 		discovery:  s.discovery,
-		isid:       s.isid,
+		isid:       isid,
 		tsih:       0, // with the same ISID: reinstates the old session (RFC 7143 §6.3.5)
 		cid:        1,
 		cmdSN:      1,
