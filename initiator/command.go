@@ -221,33 +221,81 @@ func (c *conn) sendDataOutSeq(t *task, ttt, off, length uint32) error {
 func (c *conn) abort(t *task, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
+	resp, err := c.taskManagement(ctx, t, pdu.TMFAbortTask, t)
+	switch {
+	case err == nil && (resp == pdu.TMFRespComplete || resp == pdu.TMFRespNoTask):
+		if gone := c.take(t.itt); gone != nil {
+			c.finish(gone, taskResult{err: errTaskAborted})
+		}
+		return
+	case errors.Is(err, errTaskDone):
+		return // the command finished first; the TMF answer will still come
+	case err == nil:
+		// ABORT TASK refused: escalate to LOGICAL UNIT RESET, which ends
+		// every task of the LU (RFC 7143 §11.5.1); they are re-issued.
+		c.log.Warn().Uint8("response", resp).Msg("ABORT TASK refused; resetting the logical unit")
+		resp, err = c.taskManagement(ctx, t, pdu.TMFLogicalUnitReset, nil)
+		if err == nil && resp == pdu.TMFRespComplete {
+			c.endLUNTasks(t.lun)
+			return
+		}
+		c.log.Warn().Uint8("response", resp).AnErr("error", err).Msg("LUN RESET failed; dropping the connection")
+	default:
+		c.log.Warn().Err(err).Msg("ABORT TASK failed; dropping the connection")
+	}
+	c.fail(fmt.Errorf("task 0x%08x could not be aborted", t.itt))
+}
+
+// errTaskDone: the referenced task completed while its TMF was pending.
+var errTaskDone = errors.New("task completed")
+
+// taskManagement sends a TMF request for t's LUN (ref: the task it refers
+// to, for ABORT TASK) and waits for the response.
+func (c *conn) taskManagement(ctx context.Context, t *task, fn uint8, ref *task) (uint8, error) {
 	tmf := newTask(taskTMF)
 	err := c.send(ctx, tmf, sendOpts{immediate: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
-		return &pdu.TaskMgmtReq{
-			Immediate: true, Function: pdu.TMFAbortTask, LUN: t.lun, ITT: itt,
-			ReferencedTaskTag: t.itt, CmdSN: cmdSN, ExpStatSN: expStatSN, RefCmdSN: t.cmdSN,
+		req := &pdu.TaskMgmtReq{
+			Immediate: true, Function: fn, LUN: t.lun, ITT: itt,
+			ReferencedTaskTag: pdu.ReservedTag, CmdSN: cmdSN, ExpStatSN: expStatSN,
 		}
+		if ref != nil {
+			req.ReferencedTaskTag, req.RefCmdSN = ref.itt, ref.cmdSN
+		}
+		return req
 	})
 	if err != nil {
-		return
+		return 0, err
+	}
+	var refDone <-chan struct{}
+	if ref != nil {
+		refDone = ref.done
 	}
 	select {
 	case <-tmf.done:
-		switch tmf.result.response {
-		case pdu.TMFRespComplete, pdu.TMFRespNoTask:
-			if gone := c.take(t.itt); gone != nil {
-				c.finish(gone, taskResult{err: errTaskAborted})
-			}
-			return
-		}
-		c.log.Warn().Uint8("response", tmf.result.response).Msg("ABORT TASK refused; dropping the connection")
-	case <-t.done:
-		// The command finished first; the TMF answer will still come.
-		return
+		return tmf.result.response, tmf.result.err
+	case <-refDone:
+		return 0, errTaskDone
 	case <-ctx.Done():
-		c.log.Warn().Msg("ABORT TASK timed out; dropping the connection")
+		return 0, ctx.Err()
 	}
-	c.fail(fmt.Errorf("task 0x%08x could not be aborted", t.itt))
+}
+
+// endLUNTasks finishes every SCSI task of a LU after a LUN RESET: the target
+// ended them without a response; they are re-issued by the session.
+func (c *conn) endLUNTasks(lun [8]byte) {
+	c.mu.Lock()
+	var ended []*task
+	for itt, t := range c.tasks {
+		if t.kind == taskSCSI && t.lun == lun {
+			ended = append(ended, t)
+			delete(c.tasks, itt)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range ended {
+		t.detach()
+		c.finish(t, taskResult{err: errTaskAborted})
+	}
 }
 
 // sweepLoop aborts SCSI tasks past their deadline. One ticker per

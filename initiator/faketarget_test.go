@@ -40,13 +40,16 @@ type fakeTarget struct {
 	digests   bool                                                 // accept CRC32C header and data digests
 	onLogin   func(c *fakeConn, req *pdu.LoginReq) fakeLoginAction // script the login phase
 	refuseOld atomic.Bool                                          // for onLogin hooks: refuse the first session's ISID from now on
-	onSCSI    func(c *fakeConn, m *pdu.SCSICommand) bool           // answer a command itself (true) instead of executing it
-	serial    atomic.Pointer[string]                               // VPD 0x80 unit serial; nil: no VPD pages
-	logins    atomic.Int32                                         // logins that reached Full Feature Phase
-	scsiN     atomic.Int32                                         // SCSI commands received (after onPDU)
-	isids     []loginRecord                                        // every Login Request's ISID/TSIH, guarded by mu
-	live      []*fakeConn                                          // connections in Full Feature Phase, guarded by mu
-	chals     [][]byte                                             // CHAP challenges the initiator sent, guarded by mu
+	// tmfResponse, when set, answers task management requests by function.
+	tmfResponse func(function uint8) uint8
+	tmfs        []uint8                                    // TMF functions received, guarded by mu
+	onSCSI      func(c *fakeConn, m *pdu.SCSICommand) bool // answer a command itself (true) instead of executing it
+	serial      atomic.Pointer[string]                     // VPD 0x80 unit serial; nil: no VPD pages
+	logins      atomic.Int32                               // logins that reached Full Feature Phase
+	scsiN       atomic.Int32                               // SCSI commands received (after onPDU)
+	isids       []loginRecord                              // every Login Request's ISID/TSIH, guarded by mu
+	live        []*fakeConn                                // connections in Full Feature Phase, guarded by mu
+	chals       [][]byte                                   // CHAP challenges the initiator sent, guarded by mu
 
 	mu       sync.Mutex
 	disk     []byte
@@ -306,10 +309,19 @@ func (c *fakeConn) serve() {
 			if c.aborted == nil {
 				c.aborted = map[uint32]bool{}
 			}
-			c.aborted[m.ReferencedTaskTag] = true
+			resp := uint8(pdu.TMFRespComplete)
+			if c.ft.tmfResponse != nil {
+				resp = c.ft.tmfResponse(m.Function)
+			}
+			if resp == pdu.TMFRespComplete {
+				c.aborted[m.ReferencedTaskTag] = true
+			}
 			c.wmu.Unlock()
+			c.ft.mu.Lock()
+			c.ft.tmfs = append(c.ft.tmfs, m.Function)
+			c.ft.mu.Unlock()
 			c.sendStatus(func(stat uint32) pdu.Message {
-				return &pdu.TaskMgmtResp{Response: pdu.TMFRespComplete, ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
+				return &pdu.TaskMgmtResp{Response: resp, ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
 			})
 		}
 	}

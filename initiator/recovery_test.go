@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -445,5 +446,46 @@ func TestRecoveryNewSessionWhenReinstatementRefused(t *testing.T) {
 	last := recs[len(recs)-1]
 	if last.isid == first || last.isid[0]>>6 != 2 {
 		t.Errorf("new session ISID %x (first %x)", last.isid, first)
+	}
+}
+
+// A timed-out command whose ABORT TASK the target refuses escalates to LUN
+// RESET, and is then re-issued and completes, without dropping the
+// connection.
+func TestRecoveryLUNResetEscalation(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	ft.tmfResponse = func(fn uint8) uint8 {
+		if fn == pdu.TMFAbortTask {
+			return pdu.TMFRespNotSupported
+		}
+		return pdu.TMFRespComplete
+	}
+	var stalled atomic.Int32
+	ft.onSCSI = func(c *fakeConn, m *pdu.SCSICommand) bool {
+		// Sit on the first READ(10) of LBA 8 only.
+		return m.CDB[0] == 0x28 && m.CDB[5] == 8 && stalled.Add(1) == 1
+	}
+	cfg := hostileConfig(t, nil)
+	cfg.CommandTimeout = 300 * time.Millisecond
+	s, l := fakeSession(t, ft, cfg)
+	buf := make([]byte, 512)
+	if err := bounded(t, 10*time.Second, func() error {
+		_, err := l.ReadAtContext(context.Background(), buf, 8*512)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, ft.disk[8*512:9*512]) {
+		t.Error("wrong data after the LUN reset")
+	}
+	ft.mu.Lock()
+	seen := append([]uint8(nil), ft.tmfs...)
+	ft.mu.Unlock()
+	if !slices.Equal(seen, []uint8{pdu.TMFAbortTask, pdu.TMFLogicalUnitReset}) {
+		t.Errorf("TMF functions %v, want ABORT TASK then LUN RESET", seen)
+	}
+	if s.Reconnects() != 0 {
+		t.Errorf("%d reconnects, want the LUN reset to keep the connection", s.Reconnects())
 	}
 }
