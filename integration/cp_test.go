@@ -378,3 +378,31 @@ func fillRand(b []byte, seed uint64) {
 	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
 	_, _ = r.Read(b)
 }
+
+// TestCPAcrossTargets runs the cp round trip and its refusals on every
+// target implementation (istgt numbers LUNs from 0 and sends CHECK
+// CONDITION without sense for writes to a read-only LU).
+func TestCPAcrossTargets(t *testing.T) {
+	for _, lab := range labs {
+		t.Run(lab.kind, func(t *testing.T) {
+			const size = 8 << 20
+			first := lab.firstLUN
+			tg := lab.start(t,
+				TargetSpec{Name: cpIQN, LUNs: []LUNSpec{{LUN: first, Size: size, Fill: "random"}, {LUN: first + 1, Size: size}}},
+				TargetSpec{Name: cpRO, LUNs: []LUNSpec{{LUN: first, Size: 4 << 20, Fill: "random", ReadOnly: true}}},
+			)
+			img := filepath.Join(t.TempDir(), "img")
+			if _, stderr, code := runCLIStdin(t, nil, "cp", "--verify", tg.URL(cpIQN, first), img); code != 0 {
+				t.Fatalf("LUN → file: exit %d: %s", code, stderr)
+			}
+			if _, stderr, code := runCLIStdin(t, nil, "cp", "--verify", img, tg.URL(cpIQN, first+1)); code != 0 {
+				t.Fatalf("file → LUN: exit %d: %s", code, stderr)
+			}
+			if !bytes.Equal(mustRead(t, tg.BackingFile(cpIQN, first)), mustRead(t, tg.BackingFile(cpIQN, first+1))) {
+				t.Fatal("the second LUN's backing file differs from the first's after LUN → file → LUN")
+			}
+			_, stderr, code := runCLIStdin(t, nil, "cp", img, tg.URL(cpRO, first))
+			oneLineError(t, stderr, code, "read-only")
+		})
+	}
+}
