@@ -36,7 +36,7 @@ targets=$$($(fuzz_targets)) || exit 1; \
 if [ -z "$$targets" ]; then echo "no fuzz targets"; exit 0; fi; \
 printf '%s\n' "$$targets" | while read -r pkg name; do \
 	echo "== fuzz $$pkg $$name for $${secs}s"; \
-	$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime "$${secs}s" "$$pkg" || exit 1; \
+	GO=$(GO) bash integration/fuzz-one.sh "$$pkg" "$$name" "$$secs" || exit 1; \
 done
 endef
 
