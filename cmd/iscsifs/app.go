@@ -213,6 +213,23 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// targetsOf returns the target a URL names, or every target its portal
+// offers (SendTargets) for a portal URL.
+func targetsOf(ctx context.Context, u *initiator.URL, cfg initiator.Config) ([]string, error) {
+	if u.Target != "" {
+		return []string{u.Target}, nil
+	}
+	found, err := initiator.Discover(ctx, u.Portal(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(found))
+	for _, t := range found {
+		names = append(names, t.Name)
+	}
+	return names, nil
+}
+
 // parseURLArg parses the command's single URL argument.
 func parseURLArg(c *cli.Context, what string) (*initiator.URL, error) {
 	if c.NArg() != 1 {

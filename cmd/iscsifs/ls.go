@@ -50,16 +50,9 @@ func lsAction(c *cli.Context) (err error) {
 	ctx, cancel := signalContext()
 	defer cancel()
 
-	targets := []string{u.Target}
-	if u.Target == "" {
-		found, err := initiator.Discover(ctx, u.Portal(), cfg)
-		if err != nil {
-			return err
-		}
-		targets = targets[:0]
-		for _, t := range found {
-			targets = append(targets, t.Name)
-		}
+	targets, err := targetsOf(ctx, u, cfg)
+	if err != nil {
+		return err
 	}
 	var all []lunInfo
 	var failed []error

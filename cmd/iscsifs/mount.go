@@ -225,16 +225,9 @@ func cacheOptions(c *cli.Context, log zerolog.Logger) (cache.Options, error) {
 // of a target, or every disk LUN of every target of a portal.
 func openLUNs(ctx context.Context, u *initiator.URL, cfg initiator.Config, copts cache.Options, readOnly bool, log zerolog.Logger) (*mounted, error) {
 	m := &mounted{copts: copts, readOnly: readOnly}
-	targets := []string{u.Target}
-	if u.Target == "" {
-		found, err := initiator.Discover(ctx, u.Portal(), cfg)
-		if err != nil {
-			return m, err
-		}
-		targets = targets[:0]
-		for _, t := range found {
-			targets = append(targets, t.Name)
-		}
+	targets, err := targetsOf(ctx, u, cfg)
+	if err != nil {
+		return m, err
 	}
 	for _, target := range targets {
 		s, err := initiator.Login(ctx, u.Portal(), target, cfg)
