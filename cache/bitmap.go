@@ -99,3 +99,12 @@ func (m *bitmap) runs(lo, hi int, fn func(i, j int)) {
 		i = m.next(j, hi, true)
 	}
 }
+
+// andNot returns the bits of m that are not in o.
+func (m *bitmap) andNot(o *bitmap) bitmap {
+	var r bitmap
+	for i := range r {
+		r[i] = m[i] &^ o[i]
+	}
+	return r
+}

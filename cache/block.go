@@ -13,9 +13,13 @@ const raProtect = 2 * time.Second
 
 // block is one cache block: a blockSize window of the device and its buffer.
 type block struct {
-	idx  int64 // block number: device offset >> blockShift
-	off  int64 // device offset of the block
-	nsec int   // logical blocks in it (the last block of a device may be short)
+	idx int64 // block number: device offset >> blockShift
+	off int64 // device offset of the block
+	// nsec is how many logical blocks of the block lie inside the device: fewer
+	// in the last block of a device, none beyond the end after a shrink. It is
+	// guarded by Cache.mu and changes with Resize; valid and dirty never reach
+	// past it (see clipLocked).
+	nsec int
 	buf  []byte
 
 	// dm orders copies into and out of buf: readers under RLock, writers under
@@ -80,7 +84,7 @@ func (c *Cache) newBlockLocked(idx int64, buf []byte) *block {
 	b := &block{
 		idx:  idx,
 		off:  off,
-		nsec: int(min(blockSize, c.size-off) >> c.ssShift),
+		nsec: c.sectorsInside(off, c.size.Load()),
 		buf:  buf,
 	}
 	c.lru.Add(idx, b)
@@ -163,7 +167,7 @@ func (c *Cache) consumedLocked(b *block) {
 func (c *Cache) detachLocked(b *block) []byte {
 	c.lru.Remove(b.idx)
 	c.consumedLocked(b)
-	c.validBytes -= c.bytes(b.valid.count(0, b.nsec))
+	c.validBytes -= c.bytes(b.valid.count(0, maxSectors))
 	b.valid = bitmap{}
 	buf := b.buf
 	b.buf = nil
@@ -181,7 +185,7 @@ func (c *Cache) freeBlockLocked(b *block) {
 func (c *Cache) applyStaleLocked(b *block) {
 	b.stale = false
 	keep := b.dirty.or(&b.wb)
-	c.validBytes -= c.bytes(b.valid.count(0, b.nsec) - keep.count(0, b.nsec))
+	c.validBytes -= c.bytes(b.valid.count(0, maxSectors) - keep.count(0, maxSectors))
 	b.valid = keep
 	c.consumedLocked(b)
 	if b.valid.empty() {

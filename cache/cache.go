@@ -73,9 +73,9 @@ type counters struct {
 type Cache struct {
 	dev          Device
 	log          zerolog.Logger
-	size         int64
-	ss           int  // logical block size
-	ssShift      uint // log2(ss)
+	size         atomic.Int64 // device size in bytes; changes with Resize
+	ss           int          // logical block size
+	ssShift      uint         // log2(ss)
 	maxBufs      int
 	chunkBlocks  int
 	maxRA        int64
@@ -153,7 +153,6 @@ func New(dev Device, opts Options) (*Cache, error) {
 	c := &Cache{
 		dev:          dev,
 		log:          opts.Logger,
-		size:         size,
 		ss:           ss,
 		ssShift:      uint(bits.TrailingZeros(uint(ss))),
 		maxBufs:      maxBufs,
@@ -172,6 +171,7 @@ func New(dev Device, opts Options) (*Cache, error) {
 		dirtyBlocks:  make(map[int64]*block),
 		epoch:        time.Now(),
 	}
+	c.size.Store(size)
 	c.bg, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go c.flusher()
@@ -179,7 +179,7 @@ func New(dev Device, opts Options) (*Cache, error) {
 }
 
 // Size returns the size of the device in bytes.
-func (c *Cache) Size() int64 { return c.size }
+func (c *Cache) Size() int64 { return c.size.Load() }
 
 // BlockSize returns the logical block size of the device.
 func (c *Cache) BlockSize() int { return c.ss }

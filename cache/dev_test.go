@@ -24,13 +24,14 @@ func (e *devError) Error() string { return fmt.Sprintf("injected %s failure at %
 type testDev struct {
 	f    *os.File
 	path string
-	size int64
+	size atomic.Int64 // changes with resize
 	bs   int
 
 	reads, readBytes   atomic.Int64
 	writes, writeBytes atomic.Int64
 	syncs              atomic.Int64
 	misaligned         atomic.Int64
+	beyond             atomic.Int64 // requests past the end, refused like a target would
 	inflight, maxIn    atomic.Int64
 
 	failReads  atomic.Int64 // fail this many next reads
@@ -54,14 +55,16 @@ func newTestDev(t testing.TB, size int64, bs int, seed uint64) (*testDev, []byte
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return &testDev{f: f, path: path, size: size, bs: bs}, data
+	d := &testDev{f: f, path: path, bs: bs}
+	d.size.Store(size)
+	return d, data
 }
 
-func (d *testDev) Size() int64    { return d.size }
+func (d *testDev) Size() int64    { return d.size.Load() }
 func (d *testDev) BlockSize() int { return d.bs }
 
 func (d *testDev) aligned(p []byte, off int64) bool {
-	ok := off%int64(d.bs) == 0 && len(p)%d.bs == 0 && len(p) > 0 && off+int64(len(p)) <= d.size
+	ok := off%int64(d.bs) == 0 && len(p)%d.bs == 0 && len(p) > 0
 	if !ok {
 		d.misaligned.Add(1)
 	}
@@ -124,6 +127,10 @@ func (d *testDev) do(ctx context.Context, p []byte, off int64, op string, count,
 	if err := stall(ctx, g); err != nil {
 		return 0, err
 	}
+	if off+int64(len(p)) > d.size.Load() {
+		d.beyond.Add(1)
+		return 0, &devError{Op: op + " past the end", Off: off}
+	}
 	if takeFault(faults) {
 		return 0, &devError{Op: op, Off: off}
 	}
@@ -170,4 +177,24 @@ func (d *testDev) content(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// resize changes the device's capacity: the file is truncated or extended
+// with pseudo-random bytes from seed, which it returns.
+func (d *testDev) resize(t testing.TB, size int64, seed uint64) []byte {
+	t.Helper()
+	old := d.size.Load()
+	if err := d.f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	var added []byte
+	if size > old {
+		added = make([]byte, size-old)
+		fill(added, seed)
+		if _, err := d.f.WriteAt(added, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.size.Store(size)
+	return added
 }

@@ -82,6 +82,7 @@ func (c *Cache) runFetch(f *fetch) {
 		if f.ra {
 			c.readAheadDoneLocked(b)
 		}
+		c.clipLocked(b) // the device may have shrunk meanwhile
 	}
 	if i := slices.Index(b.fetches, f); i >= 0 {
 		b.fetches = slices.Delete(b.fetches, i, i+1)
@@ -107,13 +108,14 @@ func (c *Cache) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if off >= c.size {
+	size := c.size.Load()
+	if off >= size {
 		return 0, io.EOF
 	}
 	n := len(p)
 	var eof error
-	if int64(n) > c.size-off {
-		n = int(c.size - off)
+	if int64(n) > size-off {
+		n = int(size - off)
 		eof = io.EOF
 	}
 	if err := ctx.Err(); err != nil {
@@ -157,6 +159,11 @@ func (c *Cache) readChunk(ctx context.Context, p []byte, off int64, ra raRange) 
 		for i := range segs {
 			s := &segs[i]
 			s0, s1 := c.sectors(s)
+			if s1 > s.b.nsec {
+				c.unpinSegsLocked(segs)
+				c.mu.Unlock()
+				return false, errShrunk(off, len(p))
+			}
 			if f := c.fetchLocked(s.b, s0, s1, false); f != nil && w == nil {
 				w = f
 			}
@@ -218,8 +225,10 @@ func (c *Cache) prefetchLocked(from, to int64) int64 {
 			b = c.newBlockLocked(idx, buf)
 		}
 		s0 := int(pos&blockMask) >> c.ssShift
-		s1 := int((end-1)&blockMask)>>c.ssShift + 1
-		c.fetchLocked(b, s0, s1, true)
+		s1 := min(int((end-1)&blockMask)>>c.ssShift+1, b.nsec)
+		if s0 < s1 {
+			c.fetchLocked(b, s0, s1, true)
+		}
 		pos = end
 	}
 	return to

@@ -91,7 +91,7 @@ func (c *Cache) advanceStream(i int, end, n int64) raRange {
 	}
 	from := max(s.raEnd, end)
 	// Round up to a block boundary so read-ahead fetches whole blocks.
-	to := min(c.size, (end+s.win+blockMask)&^blockMask)
+	to := min(c.size.Load(), (end+s.win+blockMask)&^blockMask)
 	if to <= from {
 		return raRange{}
 	}

@@ -24,8 +24,9 @@ func (c *Cache) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, ErrClosed
 	}
 	defer c.leave()
-	if off < 0 || off > c.size || int64(len(p)) > c.size-off {
-		return 0, fmt.Errorf("%w: write of %d bytes at offset %d, device size %d", ErrOutOfRange, len(p), off, c.size)
+	size := c.size.Load()
+	if off < 0 || off > size || int64(len(p)) > size-off {
+		return 0, fmt.Errorf("%w: write of %d bytes at offset %d, device size %d", ErrOutOfRange, len(p), off, size)
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -62,6 +63,11 @@ func (c *Cache) writeChunk(ctx context.Context, p []byte, off int64) error {
 	mask := int64(c.ss - 1)
 	head, tail := &segs[0], &segs[len(segs)-1]
 	for {
+		if s1 := (tail.boff + tail.n + c.ss - 1) >> c.ssShift; s1 > tail.b.nsec {
+			c.unpinSegsLocked(segs)
+			c.mu.Unlock()
+			return errShrunk(off, len(p))
+		}
 		var w *fetch
 		if off&mask != 0 {
 			s := head.boff >> c.ssShift
@@ -124,6 +130,7 @@ func (c *Cache) commit(s *segment, data []byte) {
 		b.valid.set(s0, s1)
 		b.dirty.set(s0, s1)
 		c.dirtyBlocks[b.idx] = b
+		c.clipLocked(b) // a write racing with a shrink loses what is past the end
 		c.mu.Unlock()
 		copy(b.buf[s.boff:s.boff+s.n], data)
 		b.dm.Unlock()

@@ -131,7 +131,7 @@ func (c *Cache) writebackAll(ctx context.Context) error {
 	slices.SortFunc(blocks, func(a, b *block) int { return cmp.Compare(a.idx, b.idx) })
 	var pieces []wbPiece
 	for _, b := range blocks {
-		pieces = c.grab(b, 0, b.nsec, pieces)
+		pieces = c.grab(b, 0, maxSectors, pieces)
 	}
 	c.mu.Lock()
 	for _, b := range blocks {
@@ -277,6 +277,7 @@ func (c *Cache) finishRun(r wbRun, err error) {
 		} else {
 			c.dirtyBytes -= c.bytes(p.s1 - p.s0)
 		}
+		c.clipLocked(b) // past the end after a shrink: dropped, not retried
 		notify(&b.ch)
 		c.unpinLocked(b)
 	}

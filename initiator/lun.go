@@ -104,6 +104,7 @@ type LUN struct {
 	lbaStatusBroken atomic.Bool // GET LBA STATUS refused
 	resizeMu        sync.Mutex
 	onResize        func(newSize int64)
+	refreshMu       sync.Mutex // one capacity refresh at a time, so reports keep their order
 
 	Inquiry      scsi.InquiryData
 	Serial       string // VPD 0x80, "" if not reported
@@ -257,8 +258,11 @@ func (l *LUN) readCapacity(ctx context.Context) error {
 	if l.blockSize != 0 && l.blockSize != int(c.BlockSize) {
 		return &CommandError{Target: s.target, LUN: l.lun, Op: "READ CAPACITY", Err: fmt.Errorf("block size changed from %d to %d", l.blockSize, c.BlockSize)}
 	}
-	l.blockSize = int(c.BlockSize)
-	l.lbpme = c.LBPME
+	if l.blockSize == 0 {
+		// Set once, at open: afterwards they are read without locks.
+		l.blockSize = int(c.BlockSize)
+		l.lbpme = c.LBPME
+	}
 	l.blocks.Store(c.LastLBA + 1)
 	return nil
 }
@@ -315,7 +319,9 @@ func (l *LUN) Session() *Session { return l.s }
 func (l *LUN) Size() int64 { return int64(l.blocks.Load()) * int64(l.blockSize) }
 
 // OnResize registers f to be called (from its own goroutine) when the LUN's
-// capacity changes (UNIT ATTENTION 2A/09, CAPACITY DATA HAS CHANGED).
+// capacity changes (UNIT ATTENTION 2A/09, CAPACITY DATA HAS CHANGED, or the
+// same sense in an Asynchronous Message). Calls come one at a time, in the
+// order the new sizes were read.
 func (l *LUN) OnResize(f func(newSize int64)) {
 	l.resizeMu.Lock()
 	l.onResize = f
@@ -324,6 +330,8 @@ func (l *LUN) OnResize(f func(newSize int64)) {
 
 // refreshCapacity re-reads the capacity and reports a change.
 func (l *LUN) refreshCapacity(ctx context.Context) {
+	l.refreshMu.Lock()
+	defer l.refreshMu.Unlock()
 	before := l.Size()
 	if err := l.readCapacity(ctx); err != nil {
 		l.s.log.Warn().Err(err).Uint64("lun", l.lun).Msg("re-reading capacity after a capacity change")

@@ -208,6 +208,7 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 			s.mu.Unlock()
 			s.install(c)
 			s.log.Info().Int("attempt", attempt).Dur("after", time.Since(since).Round(time.Millisecond)).Msg("session re-established")
+			s.recheckCapacities()
 			return
 		}
 		lastMu.Lock()
@@ -298,6 +299,22 @@ func (s *Session) asyncSense(lun uint64, b []byte) {
 	s.log.Info().Uint64("lun", lun).Str("sense", sense.String()).Msg("asynchronous event")
 	if errors.Is(&scsi.StatusError{Status: scsi.StatusCheckCondition, Sense: &sense}, scsi.ErrCapacityChanged) {
 		s.capacityChanged(lun)
+	}
+}
+
+// recheckCapacities re-reads the capacity of every opened LUN after a
+// reconnect: the power-on or nexus-loss UNIT ATTENTION a new connection gets
+// outranks (and so hides) a capacity-changed one, e.g. when the target was
+// restarted with a larger backing store.
+func (s *Session) recheckCapacities() {
+	s.mu.Lock()
+	luns := make([]uint64, 0, len(s.luns))
+	for n := range s.luns {
+		luns = append(luns, n)
+	}
+	s.mu.Unlock()
+	for _, n := range luns {
+		s.capacityChanged(n)
 	}
 }
 

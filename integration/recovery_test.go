@@ -550,3 +550,80 @@ func TestRecoveryLUNKillRestart(t *testing.T) {
 		t.Fatalf("backing file differs from the model at byte %d", i)
 	}
 }
+
+// TestRecoveryMountGrow: the LUN grows while the target is down (tgtd killed,
+// its backing file extended, tgtd restarted, as an administrator growing a
+// volume would). tgt never reports a capacity change itself, and the
+// reconnect's power-on UNIT ATTENTION would hide one anyway, so the mount
+// re-reads the capacity after reconnecting: the file takes the new size
+// without remounting, and the new range reads as the backing file.
+func TestRecoveryMountGrow(t *testing.T) {
+	const size, grown = 8 << 20, 24 << 20
+	tg := recovTarget(t, size)
+	m := startRecovMount(t, tg.URL(recovIQN, 1), "--cache-size", "16MiB")
+	lun := m.path("lun1")
+	if got := fileSize(lun); got != size {
+		t.Fatalf("size before: %d, want %d", got, size)
+	}
+	// Cache the short tail so a stale cached length would show.
+	if _, err := os.ReadFile(lun); err != nil {
+		t.Fatal(err)
+	}
+	tg.Kill()
+	backing := tg.BackingFile(recovIQN, 1)
+	extra := make([]byte, grown-size)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range extra {
+		extra[i] = byte(rng.Uint32())
+	}
+	f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(extra, size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tg.Restart()
+	// Touch the LUN so the mount notices the dropped connection.
+	_, _ = os.ReadFile(m.path(".iscsifs/status.json"))
+	if _, err := exec.Command("dd", "if="+lun, "of=/dev/null", "bs=4k", "count=1", "skip=100", "iflag=direct").CombinedOutput(); err != nil {
+		t.Logf("read during reconnect: %v", err)
+	}
+	if !pollUntil(30*time.Second, func() bool { return fileSize(lun) == grown }) {
+		t.Fatalf("file size %d after the LUN grew to %d:\n%s", fileSize(lun), grown, mntTail(m.log.String(), 4<<10))
+	}
+	got, err := os.ReadFile(lun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != grown || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes after growing, differ from the backing file at %d", len(got), firstDiff(got, want))
+	}
+	// The new range takes writes, and they reach the backing file.
+	w := bytes.Repeat([]byte{0xa5}, 64<<10)
+	f, err = os.OpenFile(lun, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(w, grown-int64(len(w))); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	want, _ = os.ReadFile(backing)
+	if !bytes.Equal(want[grown-len(w):], w) {
+		t.Error("a write at the end of the grown LUN did not reach the backing file")
+	}
+	if !strings.Contains(m.log.String(), "file resized") {
+		t.Errorf("the mount log does not show the resize:\n%s", mntTail(m.log.String(), 4<<10))
+	}
+}

@@ -48,7 +48,9 @@ type lunFile struct {
 	readOnly bool
 }
 
-func (f *lunFile) Size() int64    { return f.lun.Size() }
+// Size is the cache's idea of the size: it follows the LUN's capacity once
+// resized has run, so the file never offers a range the cache would refuse.
+func (f *lunFile) Size() int64    { return f.Cache.Size() }
 func (f *lunFile) ReadOnly() bool { return f.readOnly || f.lun.ReadOnly() }
 
 var (
@@ -99,6 +101,31 @@ func (f *lunFile) Seek(ctx context.Context, off int64, hole bool) (int64, error)
 		}
 	}
 	return size, nil
+}
+
+// sizeNotifier is the part of the mount that learns about size changes.
+type sizeNotifier interface {
+	NotifySize(path string) error
+}
+
+// resized follows a capacity change of the LUN: the cache takes the new size
+// (a shrink drops cached and dirty data past the new end, which the target no
+// longer has) and the kernel forgets the file's old size.
+func (f *lunFile) resized(size int64, srv sizeNotifier, path string, log zerolog.Logger) {
+	old := f.Cache.Size()
+	dropped, err := f.Cache.Resize(size)
+	if err != nil {
+		log.Error().Err(err).Str("file", path).Msg("resize")
+		return
+	}
+	ev := log.Info()
+	if dropped > 0 {
+		ev = log.Warn().Int64("dirty_bytes_dropped", dropped)
+	}
+	ev.Str("file", path).Int64("from", old).Int64("to", size).Msg("LUN capacity changed; file resized")
+	if err := srv.NotifySize(path); err != nil {
+		log.Warn().Err(err).Str("file", path).Msg("telling the kernel the new size")
+	}
 }
 
 // mounted is everything a mount holds open, closed in reverse order.
@@ -161,8 +188,10 @@ func mountAction(c *cli.Context) error {
 		return err // names the mountpoint
 	}
 	for i, e := range m.entries {
-		log.Info().Str("file", mountpoint+"/"+e.Path).Int64("size", m.files[i].Size()).
-			Bool("read_only", m.files[i].ReadOnly()).Msg("mounted")
+		f := m.files[i]
+		log.Info().Str("file", mountpoint+"/"+e.Path).Int64("size", f.Size()).
+			Bool("read_only", f.ReadOnly()).Msg("mounted")
+		f.lun.OnResize(func(size int64) { f.resized(size, srv, e.Path, log) })
 	}
 	if addr := c.String("metrics-addr"); addr != "" {
 		mctx, stopMetrics := context.WithCancel(context.Background())
