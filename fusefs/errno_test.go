@@ -87,31 +87,44 @@ func TestWriteContextNotCancelled(t *testing.T) {
 func TestCheckEntries(t *testing.T) {
 	f := newMemFile(1, 1)
 	status := map[string]func() ([]byte, error){"s": nil}
+	load := func(context.Context) ([]Entry, error) { return nil, nil }
 	for _, c := range []struct {
 		paths  []string
 		status map[string]func() ([]byte, error)
-		bad    string // substring of the error, "" if valid
+		bad    string   // substring of the error, "" if valid
+		lazy   []string // lazy directory paths
 	}{
-		{[]string{"lun0", "lun1"}, nil, ""},
-		{[]string{"iqn.a/lun1", "iqn.b/lun1", "iqn.b/lun2"}, status, ""},
-		{[]string{".iscsifs"}, nil, ""},
-		{[]string{".iscsifs/lun0"}, status, "status directory"},
-		{[]string{""}, nil, "not a clean"},
-		{[]string{"/lun0"}, nil, "not a clean"},
-		{[]string{"a//b"}, nil, "not a clean"},
-		{[]string{"a/"}, nil, "not a clean"},
-		{[]string{"../x"}, nil, "invalid component"},
-		{[]string{strings.Repeat("x", 256)}, nil, "invalid component"},
-		{[]string{"lun0", "lun0"}, nil, "used twice"},
-		{[]string{"a/b", "a"}, nil, "also the directory"},
-		{[]string{"a", "a/b"}, nil, "below the file"},
-		{[]string{"lun0"}, map[string]func() ([]byte, error){"x/y": nil}, "plain file name"},
+		{[]string{"lun0", "lun1"}, nil, "", nil},
+		{[]string{"iqn.a/lun1", "iqn.b/lun1", "iqn.b/lun2"}, status, "", nil},
+		{[]string{".iscsifs"}, nil, "", nil},
+		{[]string{".iscsifs/lun0"}, status, "status directory", nil},
+		{[]string{""}, nil, "not a clean", nil},
+		{[]string{"/lun0"}, nil, "not a clean", nil},
+		{[]string{"a//b"}, nil, "not a clean", nil},
+		{[]string{"a/"}, nil, "not a clean", nil},
+		{[]string{"../x"}, nil, "invalid component", nil},
+		{[]string{strings.Repeat("x", 256)}, nil, "invalid component", nil},
+		{[]string{"lun0", "lun0"}, nil, "used twice", nil},
+		{[]string{"a/b", "a"}, nil, "also the directory", nil},
+		{[]string{"a", "a/b"}, nil, "below the file", nil},
+		{[]string{"lun0"}, map[string]func() ([]byte, error){"x/y": nil}, "plain file name", nil},
+		{[]string{"lun0"}, status, "", []string{"iqn.a", "iqn.b"}},
+		{nil, nil, "", []string{"portal/iqn.a"}},
+		{[]string{"iqn.a"}, nil, "used twice", []string{"iqn.a"}},
+		{[]string{"iqn.a/lun1"}, nil, "also the directory", []string{"iqn.a"}},
+		{nil, nil, "below the lazy directory", []string{"iqn.a", "iqn.a/b"}},
+		{nil, status, "status directory", []string{".iscsifs"}},
+		{nil, nil, "not a clean", []string{"/iqn.a"}},
 	} {
 		var entries []Entry
 		for _, p := range c.paths {
 			entries = append(entries, Entry{Path: p, File: f})
 		}
-		err := checkEntries(entries, c.status)
+		var lazy []LazyDir
+		for _, p := range c.lazy {
+			lazy = append(lazy, LazyDir{Path: p, Load: load})
+		}
+		err := checkEntries(entries, lazy, c.status)
 		if c.bad == "" && err != nil {
 			t.Errorf("%q: %v", c.paths, err)
 		}
@@ -119,8 +132,11 @@ func TestCheckEntries(t *testing.T) {
 			t.Errorf("%q: error %v, want one about %q", c.paths, err, c.bad)
 		}
 	}
-	if err := checkEntries([]Entry{{Path: "lun0"}}, nil); err == nil {
+	if err := checkEntries([]Entry{{Path: "lun0"}}, nil, nil); err == nil {
 		t.Error("an entry without a File was accepted")
+	}
+	if err := checkEntries(nil, []LazyDir{{Path: "iqn.a"}}, nil); err == nil {
+		t.Error("a lazy directory without Load was accepted")
 	}
 }
 

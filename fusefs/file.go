@@ -2,16 +2,18 @@
 // node API of github.com/hanwen/go-fuse/v2/fs.
 //
 // The package knows nothing about iSCSI or the block cache: it serves any
-// [File], and cmd/iscsifs wires a cache over a LUN into it. The tree is static:
-// one regular file per [Entry] (intermediate directories come from the entry
-// paths, e.g. one directory per target IQN for a portal mount) and, when
-// [Options.StatusFiles] is set, a read-only ".iscsifs" directory.
+// [File], and cmd/iscsifs wires a cache over a LUN into it. The tree only
+// grows: one regular file per [Entry] (intermediate directories come from the
+// entry paths), directories filled on first use ([LazyDir], e.g. one per
+// target IQN of a portal mount) and, when [Options.StatusFiles] is set, a
+// read-only ".iscsifs" directory.
 //
 // [Mount] mounts the tree and returns a [Server]; [Server.Wait] returns when
 // it is unmounted, by [Server.Unmount] or from outside (fusermount3 -u).
 //
 // The files behave like a block device rather than like files on a disk
 // file system:
+//   - directories listed in [Options.LazyDirs] get their files on first use;
 //   - the size is the LUN's capacity and cannot change: truncate to another
 //     size gives EINVAL (ftruncate to the current size succeeds, as qemu-img and
 //     others do it), so open(O_TRUNC) fails too (use dd conv=notrunc);
@@ -69,6 +71,17 @@ type Discarder interface {
 // none (for data: no data after off).
 type Seeker interface {
 	Seek(ctx context.Context, off int64, hole bool) (int64, error)
+}
+
+// LazyDir is a directory of the mount whose files are made the first time
+// someone looks into it (a lookup of a name in it, or a listing), e.g. one
+// per target of a portal mount, so that a session logs in only when its
+// target is used. Load returns the files, with paths relative to the
+// directory; when it fails the lookup or listing fails with the mapped errno
+// and the next one calls Load again.
+type LazyDir struct {
+	Path string
+	Load func(ctx context.Context) ([]Entry, error)
 }
 
 // Entry is one file of the mount.

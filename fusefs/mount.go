@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,6 +55,8 @@ type Options struct {
 	// ErrnoMappers turn errors of the Files into errnos; they run in order
 	// before the defaults (see ErrnoMapper).
 	ErrnoMappers []ErrnoMapper
+	// LazyDirs are directories whose files are made on first use.
+	LazyDirs []LazyDir
 }
 
 // Server is a mounted tree, from Mount until it is unmounted (by Unmount or
@@ -66,14 +69,15 @@ type Server struct {
 	readOnly bool
 	uid, gid uint32
 	start    time.Time
-	luns     map[string]*lunNode // by Entry.Path; written only before serving
+	lunsMu   sync.RWMutex
+	luns     map[string]*lunNode // by path in the mount; lazy directories add to it
 	done     chan struct{}       // closed when the serve loop has ended
 }
 
 // Mount mounts entries at mountpoint and serves them until unmounted. The
 // mountpoint must be an existing directory that is not a mount point already.
 func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
-	if err := checkEntries(entries, opts.StatusFiles); err != nil {
+	if err := checkEntries(entries, opts.LazyDirs, opts.StatusFiles); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mountpoint, err)
 	}
 	dir, err := CheckMountpoint(mountpoint)
@@ -94,7 +98,7 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 	root := &dirNode{node: node{m: m}, perm: 0o755}
 	fsOpts := m.fsOptions(opts)
 	fsOpts.OnAdd = func(ctx context.Context) {
-		m.build(ctx, root.EmbeddedInode(), entries, opts.StatusFiles)
+		m.build(ctx, root.EmbeddedInode(), entries, opts.LazyDirs, opts.StatusFiles)
 	}
 	server, err := fs.Mount(dir, root, fsOpts)
 	if err != nil {
@@ -206,7 +210,9 @@ func (m *Server) Unmount() error {
 // NotifySize makes the kernel forget the attributes (and any mmap pages) of
 // the file at path, so that the next stat sees the File's new Size.
 func (m *Server) NotifySize(path string) error {
+	m.lunsMu.RLock()
 	n, ok := m.luns[path]
+	m.lunsMu.RUnlock()
 	if !ok {
 		return fmt.Errorf("fusefs: no file %q in the mount", path)
 	}
@@ -231,12 +237,15 @@ func (m *Server) fillAttr(a *fuse.Attr, perm uint32) {
 func (m *Server) statfs(out *fuse.StatfsOut) {
 	const bsize = 4096
 	var total int64
+	m.lunsMu.RLock()
+	files := len(m.luns)
 	for _, n := range m.luns {
 		total += n.file.Size()
 	}
+	m.lunsMu.RUnlock()
 	*out = fuse.StatfsOut{
 		Blocks:  uint64(total / bsize),
-		Files:   uint64(len(m.luns)),
+		Files:   uint64(files),
 		Bsize:   bsize,
 		NameLen: maxNameLen,
 		Frsize:  bsize,

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -425,6 +426,94 @@ func TestPortalTree(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "lun1")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stat of a missing name: %v", err)
+	}
+}
+
+// TestLazyDirs: a lazy directory loads on first use, once however many
+// processes race to it, a failed load gives the mapped errno and is retried,
+// and the files it brings serve I/O, NotifySize and statfs.
+func TestLazyDirs(t *testing.T) {
+	a := newMemFile(8192, 21)
+	var loadsA, loadsB atomic.Int32
+	failB := atomic.Bool{}
+	failB.Store(true)
+	errLogin := errors.New("login refused")
+	m, dir := mountT(t, []Entry{{Path: "top", File: newMemFile(512, 20)}}, Options{
+		ErrnoMappers: []ErrnoMapper{func(err error) (syscall.Errno, bool) {
+			return syscall.EACCES, errors.Is(err, errLogin)
+		}},
+		LazyDirs: []LazyDir{
+			{Path: "iqn.a", Load: func(ctx context.Context) ([]Entry, error) {
+				loadsA.Add(1)
+				time.Sleep(50 * time.Millisecond) // let concurrent first uses pile up
+				return []Entry{{Path: "lun1", File: a}, {Path: "lun2", File: newMemFile(512, 22)}}, nil
+			}},
+			{Path: "iqn.b", Load: func(ctx context.Context) ([]Entry, error) {
+				loadsB.Add(1)
+				if failB.Load() {
+					return nil, errLogin
+				}
+				return []Entry{{Path: "lun1", File: newMemFile(1024, 23)}}, nil
+			}},
+		},
+	})
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"iqn.a", "iqn.b", "top"}; !slices.Equal(names, want) {
+		t.Errorf("root lists %v, want %v", names, want)
+	}
+	if loadsA.Load()+loadsB.Load() != 0 {
+		t.Fatal("listing the root loaded a lazy directory")
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := os.ReadFile(filepath.Join(dir, "iqn.a", "lun1"))
+			if err != nil || !bytes.Equal(got, a.snapshot()) {
+				t.Errorf("read through a lazy directory: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := loadsA.Load(); n != 1 {
+		t.Errorf("iqn.a loaded %d times, want once", n)
+	}
+	sub, err := os.ReadDir(filepath.Join(dir, "iqn.a"))
+	if err != nil || len(sub) != 2 || sub[0].Name() != "lun1" || sub[1].Name() != "lun2" {
+		t.Errorf("lazy directory lists %v, %v", sub, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "iqn.a", "lun3")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stat of a missing name in a loaded directory: %v", err)
+	}
+	_, err = os.Stat(filepath.Join(dir, "iqn.b", "lun1"))
+	wantErrno(t, "stat in a directory whose load fails", err, syscall.EACCES)
+	_, err = os.ReadDir(filepath.Join(dir, "iqn.b"))
+	wantErrno(t, "listing a directory whose load fails", err, syscall.EACCES)
+	failB.Store(false)
+	if fi, err := os.Stat(filepath.Join(dir, "iqn.b", "lun1")); err != nil || fi.Size() != 1024 {
+		t.Errorf("stat after the load succeeds: %v, %v", fi, err)
+	}
+	if n := loadsB.Load(); n != 3 {
+		t.Errorf("iqn.b loaded %d times, want 3 (two failures, one success)", n)
+	}
+	a.set(func(f *memFile) { f.data = append(f.data, make([]byte, 4096)...) })
+	if err := m.NotifySize("iqn.a/lun1"); err != nil {
+		t.Errorf("NotifySize of a lazily loaded file: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "iqn.a", "lun1")); err != nil || fi.Size() != 12288 {
+		t.Errorf("size after NotifySize: %v, %v", fi, err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil || st.Files != 4 {
+		t.Errorf("statfs files %d (%v), want 4", st.Files, err)
 	}
 }
 
