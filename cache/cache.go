@@ -45,6 +45,10 @@ const (
 
 // Stats are counters and gauges of a Cache.
 type Stats struct {
+	Reads            int64 // ReadAt calls that returned data
+	ReadBytes        int64 // bytes they returned
+	Writes           int64 // WriteAt calls accepted
+	WriteBytes       int64 // bytes they wrote
 	Hits             int64 // ReadAt calls served without waiting for the device
 	Misses           int64 // ReadAt calls that waited for (or issued) a device read
 	DeviceReads      int64 // device read requests issued
@@ -61,6 +65,8 @@ type Stats struct {
 }
 
 type counters struct {
+	reads, readBytes           atomic.Int64
+	writes, writeBytes         atomic.Int64
 	hits, misses               atomic.Int64
 	devReads, devReadBytes     atomic.Int64
 	devWrites, devWriteBytes   atomic.Int64
@@ -242,6 +248,10 @@ func wait(ctx context.Context, ch <-chan struct{}) error {
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	s := Stats{
+		Reads:            c.st.reads.Load(),
+		ReadBytes:        c.st.readBytes.Load(),
+		Writes:           c.st.writes.Load(),
+		WriteBytes:       c.st.writeBytes.Load(),
 		Hits:             c.st.hits.Load(),
 		Misses:           c.st.misses.Load(),
 		DeviceReads:      c.st.devReads.Load(),

@@ -130,8 +130,12 @@ func TestSecondReadIsCached(t *testing.T) {
 	if n := dev.reads.Load() - reads; n != 0 {
 		t.Errorf("%d device reads for cached data", n)
 	}
-	if s := c.Stats(); s.Hits != 4 || s.Misses != 1 {
-		t.Errorf("hits %d misses %d, want 4 and 1", s.Hits, s.Misses)
+	if s := c.Stats(); s.Hits != 4 || s.Misses != 1 || s.Reads != 5 || s.ReadBytes != 2*mib+1301 {
+		t.Errorf("hits %d misses %d reads %d read bytes %d, want 4, 1, 5 and %d", s.Hits, s.Misses, s.Reads, s.ReadBytes, 2*mib+1301)
+	}
+	writeAt(t, c, make([]byte, 3000), 17)
+	if s := c.Stats(); s.Writes != 1 || s.WriteBytes != 3000 {
+		t.Errorf("writes %d write bytes %d, want 1 and 3000", s.Writes, s.WriteBytes)
 	}
 }
 

@@ -40,6 +40,8 @@ func (c *Cache) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		done += n
 		wctx = context.WithoutCancel(ctx)
 	}
+	c.st.writes.Add(1)
+	c.st.writeBytes.Add(int64(len(p)))
 	if c.writeThrough {
 		if err := c.writeThroughRange(ctx, off, off+int64(len(p))); err != nil {
 			return len(p), err
