@@ -181,6 +181,20 @@ func (ml *mountLab) testStatusFiles(t *testing.T) {
 		t.Errorf("re-reading a cached MiB: device reads %d -> %d, hits %d -> %d; want no device read and 3+ hits",
 			before.DeviceReads, after.DeviceReads, before.Hits, after.Hits)
 	}
+	if after.Reads < before.Reads+3 {
+		t.Errorf("reads %d -> %d after 3 reads", before.Reads, after.Reads)
+	}
+	// Rates cover the last full second: busy while reading, zero once idle.
+	for end := time.Now().Add(2200 * time.Millisecond); time.Now().Before(end); {
+		mntReadAt(t, ml.main.path(path), buf, 5<<20)
+	}
+	if r := ml.main.stats(t)[path].Rates; r.ReadIOPS < 1 || r.ReadBytesPerSecond < float64(len(buf)) || r.DeviceReadIOPS != 0 {
+		t.Errorf("rates while re-reading a cached MiB: %+v", r)
+	}
+	time.Sleep(2200 * time.Millisecond)
+	if r := ml.main.stats(t)[path].Rates; r.ReadIOPS != 0 {
+		t.Errorf("rates when idle: %+v", r)
+	}
 	if after.DeviceReadBytes < mountRoleSpecs[roleRead].Size || after.Target != mountData || after.LUN != uint64(ml.lun(roleRead)) {
 		t.Errorf("stats of %s after reading it all: %+v", path, after)
 	}
@@ -425,11 +439,45 @@ func (ml *mountLab) testReadOnly(t *testing.T) {
 	}
 }
 
-// testPortal: a portal URL mounts every target in a directory of its own.
+// targetStates maps each target of status.json to its state.
+func (m *mountProc) targetStates(t testing.TB) map[string]string {
+	t.Helper()
+	states := map[string]string{}
+	for _, tg := range m.status(t).Targets {
+		states[tg.Target] = tg.State
+	}
+	return states
+}
+
+// testPortal: a portal URL mounts every target in a directory of its own,
+// logging in to a target only when its directory is first used.
 func (ml *mountLab) testPortal(t *testing.T) {
 	m := startMount(t, ml.bin, ml.tg.PortalURL())
+	specs := mountLabSpecs(ml.lab)
+	if _, err := os.ReadDir(m.dir); err != nil {
+		t.Fatal(err)
+	}
+	states := m.targetStates(t)
+	for _, spec := range specs {
+		if states[spec.Name] != "not-logged-in" {
+			t.Errorf("before first use, %s is %q, want not-logged-in (states %v)", spec.Name, states[spec.Name], states)
+		}
+	}
+	if _, err := os.Stat(m.path(filepath.Join(mountSecond, fmt.Sprintf("lun%d", ml.lab.firstLUN)))); err != nil {
+		t.Fatal(err)
+	}
+	states = m.targetStates(t)
+	for _, spec := range specs {
+		want := "not-logged-in"
+		if spec.Name == mountSecond {
+			want = "logged-in"
+		}
+		if states[spec.Name] != want {
+			t.Errorf("after using %s only, %s is %q, want %q", mountSecond, spec.Name, states[spec.Name], want)
+		}
+	}
 	want := map[string][]string{".iscsifs": {"stats.json", "status.json"}}
-	for _, spec := range mountLabSpecs(ml.lab) {
+	for _, spec := range specs {
 		for _, l := range spec.LUNs {
 			want[spec.Name] = append(want[spec.Name], fmt.Sprintf("lun%d", l.LUN))
 		}
@@ -466,6 +514,11 @@ func (ml *mountLab) testPortal(t *testing.T) {
 	}
 	if st := m.status(t); len(st.Targets) != 3 {
 		t.Errorf("status.json of a portal mount has %d targets, want 3", len(st.Targets))
+	}
+	for name, state := range m.targetStates(t) {
+		if state != "logged-in" {
+			t.Errorf("after listing every directory, %s is %q", name, state)
+		}
 	}
 	if _, ok := m.stats(t)[path]; !ok {
 		t.Errorf("stats.json of a portal mount has no %s", path)
@@ -916,14 +969,20 @@ func (m *mountProc) wait(t testing.TB, timeout time.Duration) int {
 
 // fileStatsJSON is the part of a file's entry in stats.json the tests read.
 type fileStatsJSON struct {
-	Target          string `json:"target"`
-	LUN             uint64 `json:"lun"`
-	Hits            int64  `json:"hits"`
-	Misses          int64  `json:"misses"`
-	DeviceReads     int64  `json:"device_reads"`
-	DeviceReadBytes int64  `json:"device_read_bytes"`
-	DeviceWrites    int64  `json:"device_writes"`
-	DirtyBytes      int64  `json:"dirty_bytes"`
+	Target string `json:"target"`
+	LUN    uint64 `json:"lun"`
+	Reads  int64  `json:"reads"`
+	Rates  struct {
+		ReadIOPS           float64 `json:"read_iops"`
+		ReadBytesPerSecond float64 `json:"read_bytes_per_second"`
+		DeviceReadIOPS     float64 `json:"device_read_iops"`
+	} `json:"rates"`
+	Hits            int64 `json:"hits"`
+	Misses          int64 `json:"misses"`
+	DeviceReads     int64 `json:"device_reads"`
+	DeviceReadBytes int64 `json:"device_read_bytes"`
+	DeviceWrites    int64 `json:"device_writes"`
+	DirtyBytes      int64 `json:"dirty_bytes"`
 }
 
 func (m *mountProc) stats(t testing.TB) map[string]fileStatsJSON {
@@ -940,6 +999,7 @@ type statusJSON struct {
 	Targets  []struct {
 		Target string `json:"target"`
 		Portal string `json:"portal"`
+		State  string `json:"state"`
 		Params struct {
 			MaxBurstLength   int `json:"max_burst_length"`
 			FirstBurstLength int `json:"first_burst_length"`

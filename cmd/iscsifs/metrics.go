@@ -67,7 +67,8 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	for _, s := range mc.m.sessions {
+	sessions, files, _ := mc.m.snapshot()
+	for _, s := range sessions {
 		st := s.Stats()
 		t := s.Target()
 		counter(mc.commands, float64(st.Commands), t)
@@ -89,9 +90,9 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstHistogram(mc.latency, count, 0, buckets, t)
 	}
-	for i, f := range mc.m.files {
+	for _, f := range files {
 		st := f.Stats()
-		labels := []string{mc.m.entries[i].Path, f.lun.Session().Target(), strconv.FormatUint(f.lun.Number(), 10)}
+		labels := []string{f.path, f.lun.Session().Target(), strconv.FormatUint(f.lun.Number(), 10)}
 		counter(mc.cacheHits, float64(st.Hits), labels...)
 		counter(mc.cacheMisses, float64(st.Misses), labels...)
 		counter(mc.devReadBytes, float64(st.DeviceReadBytes), labels...)

@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,6 +47,7 @@ func mountCommand() *cli.Command {
 type lunFile struct {
 	*cache.Cache
 	lun      *initiator.LUN
+	path     string // in the mount: "lun1", or "IQN/lun1" for a portal mount
 	readOnly bool
 }
 
@@ -111,7 +114,8 @@ type sizeNotifier interface {
 // resized follows a capacity change of the LUN: the cache takes the new size
 // (a shrink drops cached and dirty data past the new end, which the target no
 // longer has) and the kernel forgets the file's old size.
-func (f *lunFile) resized(size int64, srv sizeNotifier, path string, log zerolog.Logger) {
+func (f *lunFile) resized(size int64, srv sizeNotifier, log zerolog.Logger) {
+	path := f.path
 	old := f.Cache.Size()
 	dropped, err := f.Cache.Resize(size)
 	if err != nil {
@@ -123,18 +127,39 @@ func (f *lunFile) resized(size int64, srv sizeNotifier, path string, log zerolog
 		ev = log.Warn().Int64("dirty_bytes_dropped", dropped)
 	}
 	ev.Str("file", path).Int64("from", old).Int64("to", size).Msg("LUN capacity changed; file resized")
+	if srv == nil {
+		return // not mounted yet: the kernel has no size to forget
+	}
 	if err := srv.NotifySize(path); err != nil {
 		log.Warn().Err(err).Str("file", path).Msg("telling the kernel the new size")
 	}
 }
 
-// mounted is everything a mount holds open, closed in reverse order.
+// mounted is everything a mount holds open, closed in reverse order. A
+// portal mount logs in to each target on first use of its directory, so the
+// lists grow while the mount serves; mu guards them.
 type mounted struct {
-	sessions []*initiator.Session
-	files    []*lunFile
-	entries  []fusefs.Entry
+	url      *initiator.URL
+	cfg      initiator.Config
 	copts    cache.Options // for stats.json
 	readOnly bool          // --read-only
+	memLimit int64         // --memory-limit: -1 automatic, 0 none
+	log      zerolog.Logger
+	srv      atomic.Pointer[fusefs.Server] // set once mounted, for size changes
+	rates    rateTracker                   // for the rates in stats.json
+
+	mu       sync.Mutex
+	sessions []*initiator.Session
+	files    []*lunFile
+	pending  []string // portal mount targets not logged in yet
+	closed   bool
+}
+
+// snapshot returns the sessions, the files and the targets not logged in yet.
+func (m *mounted) snapshot() ([]*initiator.Session, []*lunFile, []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.sessions), slices.Clone(m.files), slices.Clone(m.pending)
 }
 
 func mountAction(c *cli.Context) error {
@@ -163,36 +188,34 @@ func mountAction(c *cli.Context) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 
-	m, err := openLUNs(ctx, u, cfg, copts, c.Bool("read-only"), log)
-	if m != nil {
-		defer m.close(log)
-	}
+	memLimit, err := memoryLimitFlag(c)
 	if err != nil {
 		return err
 	}
-	if len(m.entries) == 0 {
-		return fmt.Errorf("mount: %s has no direct-access (disk) LUNs", u)
-	}
-	if err := setMemoryLimit(c, int64(len(m.files))*copts.Size, log); err != nil {
+	m := &mounted{url: u, cfg: cfg, copts: copts, readOnly: c.Bool("read-only"), memLimit: memLimit, log: log}
+	defer m.close()
+	entries, lazy, err := m.open(ctx)
+	if err != nil {
 		return err
 	}
-	srv, err := fusefs.Mount(mountpoint, m.entries, fusefs.Options{
+	if len(entries) == 0 && len(lazy) == 0 {
+		return fmt.Errorf("mount: %s has no direct-access (disk) LUNs", u)
+	}
+	srv, err := fusefs.Mount(mountpoint, entries, fusefs.Options{
 		AllowOther:   c.Bool("allow-other"),
 		ReadOnly:     c.Bool("read-only"),
 		Logger:       log,
 		FSName:       "iscsifs",
 		ErrnoMappers: errnoMappers,
 		StatusFiles:  m.statusFiles(),
+		LazyDirs:     lazy,
 	})
 	if err != nil {
 		return err // names the mountpoint
 	}
-	for i, e := range m.entries {
-		f := m.files[i]
-		log.Info().Str("file", mountpoint+"/"+e.Path).Int64("size", f.Size()).
-			Bool("read_only", f.ReadOnly()).Msg("mounted")
-		f.lun.OnResize(func(size int64) { f.resized(size, srv, e.Path, log) })
-	}
+	m.srv.Store(srv)
+	log.Info().Str("mountpoint", srv.Dir()).Int("files", len(entries)).Int("targets_on_first_use", len(lazy)).Msg("serving")
+	go m.rates.run(ctx, m)
 	if addr := c.String("metrics-addr"); addr != "" {
 		mctx, stopMetrics := context.WithCancel(context.Background())
 		defer stopMetrics()
@@ -214,7 +237,7 @@ func mountAction(c *cli.Context) error {
 		log.Info().Str("signal", sig.String()).Msg("flushing and unmounting")
 		// Flush first: unmounting waits for no one, and dirty data must reach
 		// the target whatever happens to the mount.
-		m.flush(log)
+		m.flush()
 		if err := srv.Unmount(); err != nil {
 			log.Warn().Err(err).Msg("unmount (retrying lazily)")
 			lazyUnmount(mountpoint)
@@ -223,7 +246,7 @@ func mountAction(c *cli.Context) error {
 	case <-unmounted:
 		log.Info().Msg("unmounted from outside; flushing")
 	}
-	return m.close(log)
+	return m.close()
 }
 
 // lazyUnmount detaches a busy mount; open files keep working until closed.
@@ -250,63 +273,102 @@ func cacheOptions(c *cli.Context, log zerolog.Logger) (cache.Options, error) {
 	}, nil
 }
 
-// openLUNs logs in and opens the LUNs the URL names: one LUN, every disk LUN
-// of a target, or every disk LUN of every target of a portal.
-func openLUNs(ctx context.Context, u *initiator.URL, cfg initiator.Config, copts cache.Options, readOnly bool, log zerolog.Logger) (*mounted, error) {
-	m := &mounted{copts: copts, readOnly: readOnly}
-	targets, err := targetsOf(ctx, u, cfg)
+// open logs in and opens what the URL names: one LUN or every disk LUN of a
+// target, at once (so a wrong secret or a missing LUN fails the mount); for a
+// portal, one directory per discovered target, logged in to on first use.
+func (m *mounted) open(ctx context.Context) ([]fusefs.Entry, []fusefs.LazyDir, error) {
+	if m.url.Target != "" {
+		entries, err := m.openTarget(ctx, m.url.Target, "")
+		return entries, nil, err
+	}
+	targets, err := targetsOf(ctx, m.url, m.cfg)
 	if err != nil {
-		return m, err
+		return nil, nil, err
 	}
+	lazy := make([]fusefs.LazyDir, 0, len(targets))
+	m.mu.Lock()
+	m.pending = slices.Clone(targets)
+	m.mu.Unlock()
 	for _, target := range targets {
-		s, err := initiator.Login(ctx, u.Portal(), target, cfg)
-		if err != nil {
-			return m, err
+		lazy = append(lazy, fusefs.LazyDir{Path: target, Load: func(ctx context.Context) ([]fusefs.Entry, error) {
+			return m.openTarget(ctx, target, target+"/")
+		}})
+	}
+	return nil, lazy, nil
+}
+
+// openTarget logs in to target and opens the LUN the URL names, or every disk
+// LUN, each behind its own cache. Entry paths are relative ("lun1"); dir is
+// what the mount puts before them. On failure nothing stays open.
+func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.Entry, error) {
+	s, err := initiator.Login(ctx, m.url.Portal(), target, m.cfg)
+	if err != nil {
+		return nil, err
+	}
+	var files []*lunFile
+	fail := func(err error) ([]fusefs.Entry, error) {
+		for _, f := range files {
+			_ = f.Close(context.WithoutCancel(ctx))
 		}
-		m.sessions = append(m.sessions, s)
-		luns := []uint64{uint64(u.LUN)}
-		if u.LUN < 0 || u.Target == "" {
-			if luns, err = s.ReportLUNs(ctx); err != nil {
-				return m, err
-			}
-		}
-		for _, n := range luns {
-			l, err := s.OpenLUN(ctx, n)
-			if errors.Is(err, initiator.ErrNotBlockDevice) && u.LUN < 0 {
-				continue // e.g. tgt's controller at LUN 0
-			}
-			if err != nil {
-				return m, err
-			}
-			cc, err := cache.New(l, copts)
-			if err != nil {
-				return m, err
-			}
-			f := &lunFile{Cache: cc, lun: l, readOnly: readOnly}
-			path := fmt.Sprintf("lun%d", n)
-			if u.Target == "" {
-				path = target + "/" + path
-			}
-			m.files = append(m.files, f)
-			m.entries = append(m.entries, fusefs.Entry{Path: path, File: f})
+		_ = s.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	luns := []uint64{uint64(m.url.LUN)}
+	if m.url.LUN < 0 || m.url.Target == "" {
+		if luns, err = s.ReportLUNs(ctx); err != nil {
+			return fail(err)
 		}
 	}
-	return m, nil
+	var entries []fusefs.Entry
+	for _, n := range luns {
+		l, err := s.OpenLUN(ctx, n)
+		if errors.Is(err, initiator.ErrNotBlockDevice) && (m.url.LUN < 0 || m.url.Target == "") {
+			continue // e.g. tgt's controller at LUN 0
+		}
+		if err != nil {
+			return fail(err)
+		}
+		cc, err := cache.New(l, m.copts)
+		if err != nil {
+			return fail(err)
+		}
+		name := fmt.Sprintf("lun%d", n)
+		f := &lunFile{Cache: cc, lun: l, path: dir + name, readOnly: m.readOnly}
+		files = append(files, f)
+		entries = append(entries, fusefs.Entry{Path: name, File: f})
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return fail(errors.New("mount: shutting down"))
+	}
+	m.sessions = append(m.sessions, s)
+	m.files = append(m.files, files...)
+	m.pending = slices.DeleteFunc(m.pending, func(t string) bool { return t == target })
+	nfiles := len(m.files)
+	m.mu.Unlock()
+	for _, f := range files {
+		f.lun.OnResize(func(size int64) { f.resized(size, m.srv.Load(), m.log) })
+		m.log.Info().Str("file", f.path).Int64("size", f.Size()).Bool("read_only", f.ReadOnly()).Msg("LUN opened")
+	}
+	m.applyMemoryLimit(nfiles)
+	return entries, nil
 }
 
 // flush writes back every LUN's dirty data and makes it durable.
-func (m *mounted) flush(log zerolog.Logger) error {
+func (m *mounted) flush() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	_, files, _ := m.snapshot()
 	var wg sync.WaitGroup
-	errs := make([]error, len(m.files))
-	for i, f := range m.files {
+	errs := make([]error, len(files))
+	for i, f := range files {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			errs[i] = f.Sync(ctx)
 			if errs[i] != nil {
-				log.Error().Err(errs[i]).Str("file", m.entries[i].Path).Msg("flush failed")
+				m.log.Error().Err(errs[i]).Str("file", f.path).Msg("flush failed")
 			}
 		}()
 	}
@@ -314,26 +376,30 @@ func (m *mounted) flush(log zerolog.Logger) error {
 	return errors.Join(errs...)
 }
 
-// close flushes and closes the caches, then logs out of every session.
-func (m *mounted) close(log zerolog.Logger) error {
+// close flushes and closes the caches, then logs out of every session. Loads
+// of lazy directories after it fail.
+func (m *mounted) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	m.mu.Lock()
+	m.closed = true
+	files, sessions := m.files, m.sessions
+	m.files, m.sessions = nil, nil
+	m.mu.Unlock()
 	var errs []error
-	for i, f := range m.files {
+	for _, f := range files {
 		if err := f.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", m.entries[i].Path, err))
+			errs = append(errs, fmt.Errorf("%s: %w", f.path, err))
 		}
 		if err := f.lun.SyncContext(ctx); err != nil && !f.ReadOnly() {
-			errs = append(errs, fmt.Errorf("%s: %w", m.entries[i].Path, err))
+			errs = append(errs, fmt.Errorf("%s: %w", f.path, err))
 		}
 	}
-	m.files = nil
-	for _, s := range m.sessions {
+	for _, s := range sessions {
 		if err := s.Close(ctx); err != nil {
-			log.Debug().Err(err).Str("target", s.Target()).Msg("logout")
+			m.log.Debug().Err(err).Str("target", s.Target()).Msg("logout")
 		}
 	}
-	m.sessions = nil
 	return errors.Join(errs...)
 }
 
@@ -378,24 +444,32 @@ func parseSize(s string) (int64, error) {
 // buffers (go-fuse pools one per request size), in-flight I/O, the runtime.
 const memoryHeadroom = 256 << 20
 
-// setMemoryLimit bounds the heap so that buffers freed by go-fuse and the
+// memoryLimitFlag reads --memory-limit: -1 when not given (automatic), 0 for none.
+func memoryLimitFlag(c *cli.Context) (int64, error) {
+	if !c.IsSet("memory-limit") {
+		return -1, nil
+	}
+	n, err := parseSize(c.String("memory-limit"))
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit: %w", err)
+	}
+	return n, nil
+}
+
+// applyMemoryLimit bounds the heap so that buffers freed by go-fuse and the
 // cache are collected before the process grows far past its caches (without
 // it the Go GC lets the heap reach twice the live size, and pooled FUSE
 // buffers count as live): memory stays near cache size + headroom whatever
-// the workload. The limit is soft; GC works harder only close to it.
-func setMemoryLimit(c *cli.Context, caches int64, log zerolog.Logger) error {
-	limit := caches + memoryHeadroom
-	if c.IsSet("memory-limit") {
-		n, err := parseSize(c.String("memory-limit"))
-		if err != nil {
-			return fmt.Errorf("--memory-limit: %w", err)
-		}
-		if n == 0 {
-			return nil
-		}
-		limit = n
+// the workload. The limit is soft; GC works harder only close to it. It is
+// applied again as lazily opened LUNs add caches.
+func (m *mounted) applyMemoryLimit(files int) {
+	limit := m.memLimit
+	switch limit {
+	case 0:
+		return
+	case -1:
+		limit = int64(files)*m.copts.Size + memoryHeadroom
 	}
 	debug.SetMemoryLimit(limit)
-	log.Debug().Int64("bytes", limit).Msg("memory limit")
-	return nil
+	m.log.Debug().Int64("bytes", limit).Msg("memory limit")
 }

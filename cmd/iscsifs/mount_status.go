@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"math"
+	"sync"
+	"time"
 
+	"github.com/iscsifs/iscsifs/cache"
 	"github.com/iscsifs/iscsifs/initiator"
 )
 
@@ -40,6 +45,11 @@ type mountStats struct {
 type fileStats struct {
 	Target               string  `json:"target"`
 	LUN                  uint64  `json:"lun"`
+	Rates                rates   `json:"rates"` // over the last second (rateInterval)
+	Reads                int64   `json:"reads"`
+	ReadBytes            int64   `json:"read_bytes"`
+	Writes               int64   `json:"writes"`
+	WriteBytes           int64   `json:"write_bytes"`
 	Hits                 int64   `json:"hits"`
 	Misses               int64   `json:"misses"`
 	DeviceReads          int64   `json:"device_reads"`
@@ -62,13 +72,19 @@ type fileStats struct {
 }
 
 func (m *mounted) stats() mountStats {
-	out := mountStats{Files: make(map[string]fileStats, len(m.files))}
-	for i, f := range m.files {
+	_, files, _ := m.snapshot()
+	out := mountStats{Files: make(map[string]fileStats, len(files))}
+	for _, f := range files {
 		st := f.Stats()
 		s := f.lun.Session()
-		out.Files[m.entries[i].Path] = fileStats{
+		out.Files[f.path] = fileStats{
 			Target:               s.Target(),
 			LUN:                  f.lun.Number(),
+			Rates:                m.rates.get(f.path),
+			Reads:                st.Reads,
+			ReadBytes:            st.ReadBytes,
+			Writes:               st.Writes,
+			WriteBytes:           st.WriteBytes,
 			Hits:                 st.Hits,
 			Misses:               st.Misses,
 			DeviceReads:          st.DeviceReads,
@@ -93,6 +109,91 @@ func (m *mounted) stats() mountStats {
 	return out
 }
 
+// rateInterval is how often the counters are sampled for the rates.
+const rateInterval = time.Second
+
+// rates are one LUN file's operations and bytes per second over the last
+// rateInterval: what the file was asked for (reads and writes through the
+// mount) and what went to the target (device requests, after the cache).
+type rates struct {
+	ReadIOPS               float64 `json:"read_iops"`
+	WriteIOPS              float64 `json:"write_iops"`
+	ReadBytesPerSecond     float64 `json:"read_bytes_per_second"`
+	WriteBytesPerSecond    float64 `json:"write_bytes_per_second"`
+	DeviceReadIOPS         float64 `json:"device_read_iops"`
+	DeviceWriteIOPS        float64 `json:"device_write_iops"`
+	DeviceReadBytesPerSec  float64 `json:"device_read_bytes_per_second"`
+	DeviceWriteBytesPerSec float64 `json:"device_write_bytes_per_second"`
+}
+
+// rateTracker samples every file's counters each rateInterval and keeps the
+// rates between the last two samples, so that reading stats.json (at any
+// pace, by any number of readers) always shows the last full interval.
+type rateTracker struct {
+	mu    sync.Mutex
+	prev  map[string]rateSample
+	rates map[string]rates
+}
+
+type rateSample struct {
+	at time.Time
+	st cache.Stats
+}
+
+// run samples until ctx ends.
+func (rt *rateTracker) run(ctx context.Context, m *mounted) {
+	t := time.NewTicker(rateInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			_, files, _ := m.snapshot()
+			rt.sample(now, files)
+		}
+	}
+}
+
+func (rt *rateTracker) sample(now time.Time, files []*lunFile) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.prev == nil {
+		rt.prev, rt.rates = map[string]rateSample{}, map[string]rates{}
+	}
+	for _, f := range files {
+		cur := rateSample{at: now, st: f.Stats()}
+		if p, ok := rt.prev[f.path]; ok {
+			rt.rates[f.path] = ratesBetween(p, cur)
+		}
+		rt.prev[f.path] = cur
+	}
+}
+
+func (rt *rateTracker) get(path string) rates {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.rates[path]
+}
+
+func ratesBetween(a, b rateSample) rates {
+	dt := b.at.Sub(a.at).Seconds()
+	if dt <= 0 {
+		return rates{}
+	}
+	per := func(x, y int64) float64 { return math.Round(float64(y-x)/dt*10) / 10 }
+	return rates{
+		ReadIOPS:               per(a.st.Reads, b.st.Reads),
+		WriteIOPS:              per(a.st.Writes, b.st.Writes),
+		ReadBytesPerSecond:     per(a.st.ReadBytes, b.st.ReadBytes),
+		WriteBytesPerSecond:    per(a.st.WriteBytes, b.st.WriteBytes),
+		DeviceReadIOPS:         per(a.st.DeviceReads, b.st.DeviceReads),
+		DeviceWriteIOPS:        per(a.st.DeviceWrites, b.st.DeviceWrites),
+		DeviceReadBytesPerSec:  per(a.st.DeviceReadBytes, b.st.DeviceReadBytes),
+		DeviceWriteBytesPerSec: per(a.st.DeviceWriteBytes, b.st.DeviceWriteBytes),
+	}
+}
+
 // mountStatus is status.json: what the mount is connected to.
 type mountStatus struct {
 	ReadOnly bool           `json:"read_only"` // --read-only
@@ -102,7 +203,7 @@ type mountStatus struct {
 type targetStatus struct {
 	Target  string          `json:"target"`
 	Portal  string          `json:"portal"`
-	State   string          `json:"state"` // logged-in, recovering, unavailable, closed
+	State   string          `json:"state"` // logged-in, recovering, unavailable, closed, not-logged-in
 	Params  paramStatus     `json:"params"`
 	Session initiator.Stats `json:"session"`
 	LUNs    []lunStatus     `json:"luns"`
@@ -164,18 +265,19 @@ type lunStatus struct {
 }
 
 func (m *mounted) status() mountStatus {
-	out := mountStatus{ReadOnly: m.readOnly, Targets: make([]targetStatus, 0, len(m.sessions))}
-	for _, s := range m.sessions {
+	sessions, files, pending := m.snapshot()
+	out := mountStatus{ReadOnly: m.readOnly, Targets: make([]targetStatus, 0, len(sessions)+len(pending))}
+	for _, s := range sessions {
 		st := s.Stats()
 		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State, Params: paramsStatus(s.Params()), Session: st, LUNs: []lunStatus{}}
-		for i, f := range m.files {
+		for _, f := range files {
 			if f.lun.Session() != s {
 				continue
 			}
 			ts.LUNs = append(ts.LUNs, lunStatus{
 				LUN:        f.lun.Number(),
-				Path:       m.entries[i].Path,
-				Size:       f.lun.Size(),
+				Path:       f.path,
+				Size:       f.Size(),
 				BlockSize:  f.lun.BlockSize(),
 				ReadOnly:   f.ReadOnly(),
 				Vendor:     f.lun.Inquiry.Vendor,
@@ -186,5 +288,12 @@ func (m *mounted) status() mountStatus {
 		}
 		out.Targets = append(out.Targets, ts)
 	}
+	// Targets of a portal mount nobody has used yet.
+	for _, t := range pending {
+		out.Targets = append(out.Targets, targetStatus{Target: t, Portal: m.url.Portal(), State: stateNotLoggedIn, LUNs: []lunStatus{}})
+	}
 	return out
 }
+
+// stateNotLoggedIn is the state of a portal mount's target before first use.
+const stateNotLoggedIn = "not-logged-in"

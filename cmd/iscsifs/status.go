@@ -64,6 +64,10 @@ func readJSON(path string, v any) error {
 func printStatus(w io.Writer, st mountStatus, stats mountStats) {
 	for _, t := range st.Targets {
 		s := t.Session
+		if t.State == stateNotLoggedIn {
+			fmt.Fprintf(w, "%s at %s: not logged in yet (logs in when its directory is first used)\n", t.Target, t.Portal)
+			continue
+		}
 		fmt.Fprintf(w, "%s at %s: %s, %d reconnects\n", t.Target, t.Portal, t.State, s.Reconnects)
 		p := t.Params
 		fmt.Fprintf(w, "  negotiated: burst %d/%d, segment in %d out %d, InitialR2T %v, ImmediateData %v, digests header %v data %v\n",
@@ -87,6 +91,10 @@ func printStatus(w io.Writer, st mountStatus, stats mountStats) {
 				fmt.Fprintf(w, "    cache: %.1f%% hits (%d/%d), %s cached of %s, %s dirty, read-ahead window %s, %d evictions, %d write-back errors\n",
 					hit, f.Hits, f.Hits+f.Misses, human(f.CachedBytes), human(f.CacheSize), human(f.DirtyBytes),
 					human(f.ReadAheadWindow), f.Evictions, f.WritebackErrors)
+				r := f.Rates
+				fmt.Fprintf(w, "    last second: read %.0f IOPS %s/s, write %.0f IOPS %s/s; to the target: read %.0f IOPS %s/s, write %.0f IOPS %s/s\n",
+					r.ReadIOPS, human(int64(r.ReadBytesPerSecond)), r.WriteIOPS, human(int64(r.WriteBytesPerSecond)),
+					r.DeviceReadIOPS, human(int64(r.DeviceReadBytesPerSec)), r.DeviceWriteIOPS, human(int64(r.DeviceWriteBytesPerSec)))
 			}
 		}
 	}
