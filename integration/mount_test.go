@@ -181,6 +181,9 @@ func (ml *mountLab) testStatusFiles(t *testing.T) {
 		t.Errorf("re-reading a cached MiB: device reads %d -> %d, hits %d -> %d; want no device read and 3+ hits",
 			before.DeviceReads, after.DeviceReads, before.Hits, after.Hits)
 	}
+	if after.LatencyP50 <= 0 {
+		t.Errorf("stats.json has no command latency after reading: %+v", after)
+	}
 	if after.Reads < before.Reads+3 {
 		t.Errorf("reads %d -> %d after 3 reads", before.Reads, after.Reads)
 	}
@@ -972,7 +975,9 @@ type fileStatsJSON struct {
 	Target string `json:"target"`
 	LUN    uint64 `json:"lun"`
 	Reads  int64  `json:"reads"`
-	Rates  struct {
+	// Of the session's commands.
+	LatencyP50 int64 `json:"session_latency_p50_ns"`
+	Rates      struct {
 		ReadIOPS           float64 `json:"read_iops"`
 		ReadBytesPerSecond float64 `json:"read_bytes_per_second"`
 		DeviceReadIOPS     float64 `json:"device_read_iops"`

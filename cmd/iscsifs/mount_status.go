@@ -63,6 +63,9 @@ type fileStats struct {
 	BufferBytes          int64   `json:"buffer_bytes"`
 	Evictions            int64   `json:"evictions"`
 	WritebackErrors      int64   `json:"writeback_errors"`
+	SessionLatencyP50    int64   `json:"session_latency_p50_ns"` // of the session's commands
+	SessionLatencyP99    int64   `json:"session_latency_p99_ns"`
+	SessionLatencyP999   int64   `json:"session_latency_p999_ns"`
 	SessionInFlight      int     `json:"session_in_flight"`
 	SessionPeakInFlight  int     `json:"session_peak_in_flight"`
 	CacheSize            int64   `json:"cache_size"`
@@ -77,7 +80,11 @@ func (m *mounted) stats() mountStats {
 	for _, f := range files {
 		st := f.Stats()
 		s := f.lun.Session()
+		ss := s.Stats()
 		out.Files[f.path] = fileStats{
+			SessionLatencyP50:    int64(ss.LatencyP50),
+			SessionLatencyP99:    int64(ss.LatencyP99),
+			SessionLatencyP999:   int64(ss.LatencyP999),
 			Target:               s.Target(),
 			LUN:                  f.lun.Number(),
 			Rates:                m.rates.get(f.path),
