@@ -45,6 +45,17 @@ type conn struct {
 	nextITT   uint32
 	err       error
 	dead      chan struct{}
+	// draining is set when the target asked for a logout (Asynchronous
+	// Message event 1): from then on no numbered command is sent on the
+	// connection. drainCh is closed with it; drainCause is how the
+	// connection ends after the logout.
+	draining   bool
+	drainCh    chan struct{}
+	drainCause error
+
+	logoutOnce sync.Once // one Logout Request per connection (see sendLogout)
+	logoutTask *task
+	logoutErr  error
 
 	lastRecv atomic.Int64 // unix nanos of the last PDU received
 	inflight atomic.Int32 // SCSI commands outstanding (observability, tests)
@@ -92,6 +103,7 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery
 		tasks:     make(map[uint32]*task),
 		nextITT:   1,
 		dead:      make(chan struct{}),
+		drainCh:   make(chan struct{}),
 	}
 	c.w = pdu.NewWriter(queueWriter{c})
 	c.flushed = sync.NewCond(&c.sendMu)
@@ -212,7 +224,10 @@ type sendOpts struct {
 
 // send registers t (if not nil) under a fresh ITT and writes the PDU that
 // build returns for the assigned numbers. Registration happens before the
-// write so that a fast reply always finds its task.
+// write so that a fast reply always finds its task. Once the target asked
+// for a logout, numbered commands are refused with errLogoutPending;
+// immediate ones (the Logout itself, pings, task management for the
+// commands in flight) still go out.
 func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cmdSN, expStatSN uint32) pdu.Message) error {
 	for {
 		c.lockSend()
@@ -222,6 +237,11 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 			c.mu.Unlock()
 			c.unlockSend()
 			return err
+		}
+		if c.draining && !o.immediate {
+			c.mu.Unlock()
+			c.unlockSend()
+			return errLogoutPending
 		}
 		if o.immediate || !o.gated || serialLessEq(c.cmdSN, c.maxCmdSN) {
 			cmdSN := c.cmdSN
@@ -253,10 +273,18 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 		select {
 		case <-wait:
 		case <-c.dead:
+		case <-c.drainCh:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// usable reports whether new commands may be sent on the connection.
+func (c *conn) usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err == nil && !c.draining
 }
 
 // sendUnnumbered writes a PDU outside command numbering (Data-Out, NOP-Out
@@ -425,7 +453,13 @@ func (c *conn) dispatch(raw *pdu.Raw) error {
 		if err := c.checkStatSN(m.StatSN); err != nil {
 			return err
 		}
-		return c.complete(m.ITT, taskLogout, taskResult{response: m.Response, msg: m})
+		if err := c.complete(m.ITT, taskLogout, taskResult{response: m.Response, msg: m}); err != nil {
+			return err
+		}
+		// Nothing but the target closing the connection follows: end it
+		// here, for the reason of the logout, not with the EOF that comes
+		// next.
+		return c.loggedOut()
 	case *pdu.TaskMgmtResp:
 		c.updateWindow(m.ExpCmdSN, m.MaxCmdSN)
 		if err := c.checkStatSN(m.StatSN); err != nil {
@@ -592,13 +626,25 @@ func (c *conn) onNOPIn(m *pdu.NOPIn) error {
 }
 
 func (c *conn) onAsync(m *pdu.AsyncMsg) error {
+	switch m.AsyncEvent {
+	case pdu.AsyncEventLogoutRequest:
+		c.logoutRequested(m.Parameter3)
+		return nil
+	case pdu.AsyncEventConnectionDrop, pdu.AsyncEventSessionDrop:
+		// The target is about to drop this connection (event 2) or all of
+		// the session's, which is this one (3). Treat it as gone now; the
+		// session logs in again no earlier than Time2Wait (Parameter2).
+		// Time2Retain (Parameter3) bounds reassigning the tasks, which is
+		// for ERL 2: at ERL 0 they are re-issued after the new login.
+		e := &asyncDropError{event: m.AsyncEvent, at: time.Now(), time2Wait: min(seconds(m.Parameter2), maxTime2Wait)}
+		c.log.Warn().Uint8("event", m.AsyncEvent).Uint16("cid", m.Parameter1).
+			Uint16("time2wait", m.Parameter2).Uint16("time2retain", m.Parameter3).
+			Msg("target will drop the connection; logging in again after Time2Wait")
+		return e
+	}
 	c.log.Warn().Uint8("event", m.AsyncEvent).Uint16("param1", m.Parameter1).
 		Uint16("param2", m.Parameter2).Uint16("param3", m.Parameter3).Msg("asynchronous message from target")
 	switch m.AsyncEvent {
-	case 1, 2, 3:
-		// The target asks us to log out or will drop the connection: treat
-		// the connection as failed so recovery re-establishes the session.
-		return &ProtocolViolation{Reason: fmt.Sprintf("target requested logout / connection drop (async event %d)", m.AsyncEvent)}
 	case pdu.AsyncEventSCSI:
 		// Sense data for the LU, as a UNIT ATTENTION without a command.
 		sense, err := (&pdu.SCSIResponse{Data: m.Data}).SenseData()
@@ -638,8 +684,17 @@ func (c *conn) onReject(m *pdu.Reject) error {
 	switch m.Reason {
 	case pdu.RejectDataDigest: // ERL 0 recovers the session
 		return rej
-	case pdu.RejectWaitingForLogout: // the target wants this connection gone
-		return rej
+	case pdu.RejectWaitingForLogout:
+		if !c.isDraining() {
+			return rej // the target wants this connection gone
+		}
+		// A command sent before the logout request reached us: re-issue it
+		// after the new login.
+		if t := c.take(h.ITT()); t != nil {
+			t.detach()
+			c.finish(t, taskResult{err: errLogoutPending})
+		}
+		return nil
 	}
 	itt := h.ITT()
 	if itt == pdu.ReservedTag {

@@ -48,6 +48,8 @@ type fakeTarget struct {
 	logins      atomic.Int32                               // logins that reached Full Feature Phase
 	scsiN       atomic.Int32                               // SCSI commands received (after onPDU)
 	isids       []loginRecord                              // every Login Request's ISID/TSIH, guarded by mu
+	logouts     []logoutRecord                             // every Logout Request, guarded by mu
+	dropLogout  atomic.Bool                                // swallow Logout Requests: no response, the connection stays
 	live        []*fakeConn                                // connections in Full Feature Phase, guarded by mu
 	chals       [][]byte                                   // CHAP challenges the initiator sent, guarded by mu
 
@@ -134,6 +136,10 @@ type fakeConn struct {
 
 	aborted       map[uint32]bool // ITTs ended by ABORT TASK, guarded by wmu
 	advertisedMax atomic.Uint32   // highest MaxCmdSN sent
+	// pending counts the SCSI commands serve executes whose status has not
+	// been sent; it drops before the status is written, so a PDU the
+	// initiator sends after the status always sees it lower.
+	pending atomic.Int32
 
 	chapID        byte   // CHAP_I sent to the initiator
 	chapChallenge []byte // CHAP_C sent to the initiator
@@ -171,6 +177,14 @@ func (c *fakeConn) sendStatus(build func(statSN uint32) pdu.Message) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	m := build(c.statSN)
+	switch m := m.(type) {
+	case *pdu.SCSIResponse:
+		c.pending.Add(-1)
+	case *pdu.DataIn:
+		if m.StatusPresent {
+			c.pending.Add(-1)
+		}
+	}
 	if c.isAborted(m) {
 		return nil
 	}
@@ -273,6 +287,7 @@ func (c *fakeConn) serve() {
 				c.outsMu.Unlock()
 			}
 			m.Data = append([]byte(nil), m.Data...)
+			c.pending.Add(1)
 			c.wg.Add(1)
 			go func() { defer c.wg.Done(); c.scsi(m, ch) }()
 		case *pdu.DataOut:
@@ -298,6 +313,12 @@ func (c *fakeConn) serve() {
 			}
 			c.textReply(m)
 		case *pdu.LogoutReq:
+			c.ft.mu.Lock()
+			c.ft.logouts = append(c.ft.logouts, logoutRecord{reason: m.Reason, at: time.Now(), pending: c.pending.Load()})
+			c.ft.mu.Unlock()
+			if c.ft.dropLogout.Load() {
+				continue
+			}
 			exp, max := c.window()
 			c.sendStatus(func(stat uint32) pdu.Message {
 				return &pdu.LogoutResp{ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
@@ -342,7 +363,7 @@ func (c *fakeConn) login() bool {
 			return false
 		}
 		c.ft.mu.Lock()
-		c.ft.isids = append(c.ft.isids, loginRecord{isid: req.ISID, tsih: req.TSIH})
+		c.ft.isids = append(c.ft.isids, loginRecord{isid: req.ISID, tsih: req.TSIH, at: time.Now()})
 		c.ft.mu.Unlock()
 		if c.ft.onLogin != nil {
 			switch c.ft.onLogin(c, &req) {
@@ -435,10 +456,20 @@ func (c *fakeConn) login() bool {
 	}
 }
 
-// loginRecord is what identified one Login Request's session.
+// loginRecord is what identified one Login Request's session, and when it
+// arrived.
 type loginRecord struct {
 	isid [6]byte
 	tsih uint16
+	at   time.Time
+}
+
+// logoutRecord is one Logout Request: its reason code, when it arrived and
+// how many SCSI commands of its connection were still unanswered.
+type logoutRecord struct {
+	reason  uint8
+	at      time.Time
+	pending int32
 }
 
 // fakeLoginAction is what an onLogin hook did with a Login Request.
@@ -543,6 +574,13 @@ func (ft *fakeTarget) loginRecords() []loginRecord {
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
 	return append([]loginRecord(nil), ft.isids...)
+}
+
+// logoutRecords returns every Logout Request so far.
+func (ft *fakeTarget) logoutRecords() []logoutRecord {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return append([]logoutRecord(nil), ft.logouts...)
 }
 
 // lastConn returns the most recent connection in Full Feature Phase.

@@ -721,44 +721,274 @@ func TestHostileAsyncMessages(t *testing.T) {
 	}
 }
 
-// TestHostileAsyncLogoutDuringIO: a logout request while reads and writes
-// are in flight: they are re-issued on the new connection, nothing is lost.
+// TestHostileAsyncLogoutDuringIO: event 1 (the target requests a logout)
+// while reads and writes are in flight. No new command goes out on the
+// connection, those in flight finish on it, then a Logout Request (close
+// the session) reaches the target within Parameter3; the session logs in
+// again at once and every read and write issued around it completes with
+// the right data. What still reaches the target after its request it
+// rejects with "waiting for logout", as RFC 7143 §11.9.1 allows: those
+// commands are re-issued too.
 func TestHostileAsyncLogoutDuringIO(t *testing.T) {
 	checkNoLeak(t)
+	const param3 = 2 // seconds
 	ft := newFakeTarget(t, 4<<20)
-	s, l := fakeSession(t, ft, hostileConfig(t, nil))
-	ft.delay.Store(int64(50 * time.Millisecond))
+	var old atomic.Pointer[fakeConn]
+	var eventAt atomic.Int64 // unix nanoseconds, once the request is on the wire
+	var late atomic.Int32
+	ft.onPDU = func(c *fakeConn, raw *pdu.Raw) bool {
+		m := command(raw)
+		at := eventAt.Load()
+		if m == nil || at == 0 || c != old.Load() {
+			return false
+		}
+		if time.Since(time.Unix(0, at)) > 150*time.Millisecond {
+			late.Add(1) // sent well after the initiator had the request
+		}
+		c.accept(m)
+		sendReject(c, m, pdu.RejectWaitingForLogout)
+		return true
+	}
+	var logs logBuffer
+	s, l := fakeSession(t, ft, hostileConfig(t, &logs))
+	old.Store(ft.lastConn())
+	ft.delay.Store(int64(200 * time.Millisecond))
+
+	const workers, size = 8, 64 << 10
 	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for w := range 8 {
+	var stop atomic.Bool
+	var rounds [workers]atomic.Int32
+	last := make([][]byte, workers) // each worker's last write, read after wg.Wait
+	errs := make(chan error, workers)
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data := bytes.Repeat([]byte{byte(0x30 + w)}, 64<<10)
-			off := int64(w) * 256 << 10
-			if _, err := l.WriteAtContext(context.Background(), data, off); err != nil {
-				errs <- err
-				return
-			}
-			got := make([]byte, len(data))
-			if _, err := l.ReadAtContext(context.Background(), got, off); err != nil {
-				errs <- err
-				return
-			}
-			if !bytes.Equal(got, data) {
-				errs <- fmt.Errorf("worker %d read back other data", w)
+			off := int64(w) * 512 << 10
+			for round := 0; !stop.Load(); round++ {
+				data := bytes.Repeat([]byte{byte(w<<4 | round&15)}, size)
+				if _, err := l.WriteAtContext(context.Background(), data, off); err != nil {
+					errs <- fmt.Errorf("worker %d round %d: write: %w", w, round, err)
+					return
+				}
+				last[w] = data
+				got := make([]byte, size)
+				if _, err := l.ReadAtContext(context.Background(), got, off); err != nil {
+					errs <- fmt.Errorf("worker %d round %d: read: %w", w, round, err)
+					return
+				}
+				if !bytes.Equal(got, data) {
+					errs <- fmt.Errorf("worker %d round %d read back other data", w, round)
+					return
+				}
+				rounds[w].Add(1)
 			}
 		}()
 	}
-	time.Sleep(20 * time.Millisecond)
-	ft.lastConn().sendAsync(pdu.AsyncEventLogoutRequest, [8]byte{}, 0, 0, 2, nil)
+	if !waitFor(5*time.Second, func() bool { return old.Load().pending.Load() > 0 }) {
+		t.Fatal("no command in flight at the target")
+	}
+	old.Load().sendAsync(pdu.AsyncEventLogoutRequest, [8]byte{}, 0, 0, param3, nil)
+	eventAt.Store(time.Now().UnixNano())
+	if !waitFor(10*time.Second, func() bool { return s.Reconnects() == 1 && s.State() == "logged-in" }) {
+		t.Fatalf("not logged in again: %d reconnects, state %s", s.Reconnects(), s.State())
+	}
+	var before [workers]int32
+	for w := range workers {
+		before[w] = rounds[w].Load()
+	}
+	// Every worker gets through a round on the new connection.
+	waitFor(5*time.Second, func() bool {
+		for w := range workers {
+			if rounds[w].Load() <= before[w] {
+				return false
+			}
+		}
+		return true
+	})
+	stop.Store(true)
 	bounded(t, 15*time.Second, func() bool { wg.Wait(); return true })
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	if s.Reconnects() != 1 {
-		t.Errorf("%d reconnects, want 1", s.Reconnects())
+	for w := range workers {
+		if rounds[w].Load() <= before[w] {
+			t.Errorf("worker %d completed no round after the new login", w)
+		}
+	}
+
+	event := time.Unix(0, eventAt.Load())
+	logouts := ft.logoutRecords()
+	if len(logouts) != 1 {
+		t.Fatalf("%d Logout Requests, want 1", len(logouts))
+	}
+	lo := logouts[0]
+	if lo.reason != pdu.LogoutCloseSession {
+		t.Errorf("logout reason %d, want %d (close the session)", lo.reason, pdu.LogoutCloseSession)
+	}
+	if d := lo.at.Sub(event); d > param3*time.Second {
+		t.Errorf("Logout Request %v after the request, want within Parameter3 = %ds", d, param3)
+	}
+	if lo.pending != 0 {
+		t.Errorf("logged out with %d commands unanswered: the commands in flight were not let finish", lo.pending)
+	}
+	if n := late.Load(); n != 0 {
+		t.Errorf("%d commands sent on the connection after the logout request", n)
+	}
+	if n := ft.logins.Load(); n != 2 || s.Reconnects() != 1 {
+		t.Fatalf("%d logins, %d reconnects, want 2 and 1", n, s.Reconnects())
+	}
+	if d := loginAfter(t, ft, lo.at).Sub(lo.at); d > 500*time.Millisecond {
+		t.Errorf("new login %v after the logout, want at once", d)
+	}
+	ft.mu.Lock()
+	for w := range workers {
+		off := w * 512 << 10
+		if !bytes.Equal(ft.disk[off:off+size], last[w]) {
+			t.Errorf("worker %d: the disk does not hold its last write", w)
+		}
+	}
+	ft.mu.Unlock()
+	if !strings.Contains(logs.String(), "requests a logout") {
+		t.Errorf("the logout request was not logged:\n%s", logs.String())
+	}
+}
+
+// loginAfter returns when the first Login Request after t0 arrived.
+func loginAfter(t *testing.T, ft *fakeTarget, t0 time.Time) time.Time {
+	t.Helper()
+	for _, r := range ft.loginRecords() {
+		if r.at.After(t0) {
+			return r.at
+		}
+	}
+	t.Fatalf("no Login Request after %v", t0)
+	return time.Time{}
+}
+
+// TestHostileAsyncLogoutUnanswered: a target that requests a logout and then
+// never answers the Logout Request: the initiator waits for the answer a
+// bounded time, closes the connection and logs in again; I/O issued
+// meanwhile waits for the new connection.
+func TestHostileAsyncLogoutUnanswered(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	ft.dropLogout.Store(true)
+	s, l := fakeSession(t, ft, hostileConfig(t, nil))
+	ft.lastConn().sendAsync(pdu.AsyncEventLogoutRequest, [8]byte{}, 0, 0, 1, nil)
+	if !waitFor(2*time.Second, func() bool { return len(ft.logoutRecords()) == 1 }) {
+		t.Fatal("no Logout Request within Parameter3 = 1s")
+	}
+	sent := ft.logoutRecords()[0].at
+	ft.dropLogout.Store(false) // the Logout of Close is answered
+	if err := bounded(t, 10*time.Second, func() error { return readBlock(t, ft, l, 4096) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := ft.logins.Load(); n != 2 || s.Reconnects() != 1 {
+		t.Fatalf("%d logins, %d reconnects, want 2 and 1", n, s.Reconnects())
+	}
+	// The read waited for the new login, which came once the wait for the
+	// Logout Response was over.
+	if d := loginAfter(t, ft, sent).Sub(sent); d < logoutResponseWait-100*time.Millisecond || d > logoutResponseWait+time.Second {
+		t.Errorf("new login %v after the unanswered logout, want after the %v wait for the response", d, logoutResponseWait)
+	}
+	if n := len(ft.logoutRecords()); n != 1 {
+		t.Errorf("%d Logout Requests, want 1", n)
+	}
+}
+
+// TestHostileAsyncLogoutCrossingCommand: a command that crossed the logout
+// request on the wire and is rejected with "waiting for logout" is re-issued
+// after the new login; it costs neither the command nor the logout.
+func TestHostileAsyncLogoutCrossingCommand(t *testing.T) {
+	checkNoLeak(t)
+	var tr trap
+	hc := hostileCase{act: func(ft *fakeTarget, c *fakeConn, m *pdu.SCSICommand) {
+		c.sendAsync(pdu.AsyncEventLogoutRequest, [8]byte{}, 0, 0, 2, nil)
+		sendReject(c, m, pdu.RejectWaitingForLogout)
+	}}
+	ft, s, l := hostileSession(t, hc, &tr, nil)
+	tr.arm(1)
+	if err := bounded(t, 10*time.Second, func() error { return readBlock(t, ft, l, 4096) }); err != nil {
+		t.Fatal(err)
+	}
+	if tr.hits.Load() != 1 {
+		t.Fatalf("the request came %d times, want 1", tr.hits.Load())
+	}
+	if n := len(ft.logoutRecords()); n != 1 {
+		t.Errorf("%d Logout Requests, want 1", n)
+	}
+	if n := ft.logins.Load(); n != 2 || s.Reconnects() != 1 {
+		t.Errorf("%d logins, %d reconnects, want 2 and 1", n, s.Reconnects())
+	}
+}
+
+// TestHostileAsyncDropTime2Wait: events 2 (the target will drop the
+// connection) and 3 (all connections of the session) with Time2Wait = 2 s:
+// the connection is given up at once and the next login comes no earlier
+// than Time2Wait; a read issued meanwhile completes after it.
+func TestHostileAsyncDropTime2Wait(t *testing.T) {
+	for _, event := range []uint8{pdu.AsyncEventConnectionDrop, pdu.AsyncEventSessionDrop} {
+		t.Run(fmt.Sprintf("event %d", event), func(t *testing.T) {
+			checkNoLeak(t)
+			const time2Wait = 2 // seconds
+			ft := newFakeTarget(t, 1<<20)
+			s, l := fakeSession(t, ft, hostileConfig(t, nil))
+			at := time.Now()
+			ft.lastConn().sendAsync(event, [8]byte{}, 1, time2Wait, 20, nil)
+			if !waitFor(time.Second, func() bool { return s.State() == "recovering" }) {
+				t.Fatalf("state %s after the drop announcement, want recovering", s.State())
+			}
+			err := bounded(t, 10*time.Second, func() error { return readBlock(t, ft, l, 4096) })
+			done := time.Now()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := ft.logins.Load(); n != 2 || s.Reconnects() != 1 {
+				t.Fatalf("%d logins, %d reconnects, want 2 and 1", n, s.Reconnects())
+			}
+			login := loginAfter(t, ft, at)
+			if d := login.Sub(at); d < time2Wait*time.Second-200*time.Millisecond || d > time2Wait*time.Second+time.Second {
+				t.Errorf("new login %v after the announcement, want after Time2Wait = %ds", d, time2Wait)
+			}
+			if done.Before(login) {
+				t.Error("the read completed before the new login")
+			}
+		})
+	}
+}
+
+// TestHostileAsyncDropLongTime2Wait: a Time2Wait of hours is capped, and
+// while recovery waits it out the replacement timeout still fails I/O and
+// Close still ends the session at once.
+func TestHostileAsyncDropLongTime2Wait(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	var logs logBuffer
+	cfg := hostileConfig(t, &logs)
+	cfg.ReplacementTimeout = 300 * time.Millisecond
+	s, l := fakeSession(t, ft, cfg)
+	ft.lastConn().sendAsync(pdu.AsyncEventSessionDrop, [8]byte{}, 0, 0xffff, 0, nil)
+	start := time.Now()
+	err := bounded(t, 5*time.Second, func() error { return readBlock(t, ft, l, 4096) })
+	var su *SessionUnavailableError
+	if !errors.As(err, &su) {
+		t.Fatalf("read during Time2Wait: %v, want a SessionUnavailableError", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the read failed after %v, want after the replacement timeout %v", d, cfg.ReplacementTimeout)
+	}
+	if !strings.Contains(logs.String(), `"time2wait":60000`) {
+		t.Errorf("Time2Wait not capped at 60 s:\n%s", logs.String())
+	}
+	closeStart := time.Now()
+	bounded(t, 5*time.Second, func() error { return s.Close(context.Background()) })
+	if d := time.Since(closeStart); d > time.Second {
+		t.Errorf("Close took %v during Time2Wait", d)
+	}
+	if n := ft.logins.Load(); n != 1 {
+		t.Errorf("%d logins, want none after the announcement", n)
 	}
 }
 

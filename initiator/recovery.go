@@ -92,7 +92,8 @@ func (s *Session) State() string {
 	return "logged-in"
 }
 
-// connFor returns a live connection, waiting while the session recovers.
+// connFor returns a live connection, waiting while the session recovers
+// and while the connection drains for a logout the target asked for.
 func (s *Session) connFor(ctx context.Context) (*conn, error) {
 	for {
 		s.mu.Lock()
@@ -106,21 +107,26 @@ func (s *Session) connFor(ctx context.Context) (*conn, error) {
 			return nil, err
 		}
 		c := s.conn
-		if c != nil && c.deadErr() == nil {
+		if c != nil && c.usable() {
 			s.mu.Unlock()
 			return c, nil
 		}
 		if s.discovery {
 			s.mu.Unlock()
-			if c != nil {
-				return nil, c.deadErr()
+			if c == nil {
+				return nil, ErrSessionClosed
 			}
-			return nil, ErrSessionClosed
+			if err := c.deadErr(); err != nil {
+				return nil, err
+			}
+			return nil, errLogoutPending
 		}
 		wait := s.changed
 		s.mu.Unlock()
 		if c != nil {
-			s.connDead(c, c.deadErr()) // idempotent: starts recovery if needed
+			if err := c.deadErr(); err != nil {
+				s.connDead(c, err) // idempotent: starts recovery if needed
+			}
 		}
 		select {
 		case <-wait:
@@ -139,14 +145,26 @@ func (s *Session) connDead(c *conn, cause error) {
 	}
 	s.recovering = true
 	s.mu.Unlock()
-	s.log.Warn().Err(cause).Msg("connection lost; reconnecting")
+	var planned *asyncDropError
+	if errors.As(cause, &planned) {
+		s.log.Info().Err(cause).Msg("connection ended on an asynchronous message from the target; logging in again")
+	} else {
+		s.log.Warn().Err(cause).Msg("connection lost; reconnecting")
+	}
 	go s.recoverLoop(c, cause)
 }
 
 func (s *Session) recoverLoop(dead *conn, cause error) {
 	dead.close(cause) // wait for its goroutines
 	since := time.Now()
-	delay := time.Duration(0)
+	// The first attempt at once, unless the target announced the drop with
+	// a Time2Wait (async events 2 and 3); then the back-off.
+	delay, backoff := time.Duration(0), time.Duration(0)
+	var planned *asyncDropError
+	if errors.As(cause, &planned) && planned.time2Wait > 0 {
+		delay = time.Until(planned.at.Add(planned.time2Wait))
+		s.log.Info().Dur("time2wait", planned.time2Wait).Msg("waiting Time2Wait before logging in again, as the target asked")
+	}
 	// The replacement timeout runs on its own timer, so that it also expires
 	// while a login attempt hangs on a silent portal, not only between
 	// attempts.
@@ -174,7 +192,8 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 				return
 			}
 		}
-		delay = min(max(delay*2, reconnectFirstDelay), reconnectMaxDelay)
+		backoff = min(max(backoff*2, reconnectFirstDelay), reconnectMaxDelay)
+		delay = backoff
 		select {
 		case <-s.stop:
 			return
@@ -220,7 +239,7 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 			newISID = true
 			s.freshISID()
 			s.log.Info().Msg("target refused to reinstate the session; logging in with a new ISID")
-			delay = 0
+			delay, backoff = 0, 0
 		}
 		if errors.Is(err, ErrDeviceChanged) {
 			// Never write to another disk: the session stays unavailable.

@@ -353,6 +353,10 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
+		case errors.Is(err, errLogoutPending):
+			// Not carried out because the target asked for a logout:
+			// connFor waits for the connection that replaces this one.
+			// Not a loss: the command did not break anything.
 		case errors.As(err, &ce) || errors.Is(err, errTasksTerminated):
 			if s.isClosed() {
 				return nil, ErrSessionClosed
@@ -395,23 +399,21 @@ func (s *Session) Close(ctx context.Context) error {
 	if c == nil {
 		return nil
 	}
-	err := c.logout(ctx)
+	err := c.logout(ctx, closeLogoutWait)
 	c.close(ErrSessionClosed)
 	return err
 }
 
-// logout sends Logout (close session) and waits for the response
-// (RFC 7143 §11.14). After it nothing else is sent on the connection.
-func (c *conn) logout(ctx context.Context) error {
+// logout sends Logout (close session) and waits for the response, no
+// longer than wait (RFC 7143 §11.14). After it nothing else is sent on the
+// connection.
+func (c *conn) logout(ctx context.Context, wait time.Duration) error {
 	if err := c.deadErr(); err != nil {
 		return nil // nothing to log out of
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	t := newTask(taskLogout)
-	err := c.send(ctx, t, sendOpts{immediate: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
-		return &pdu.LogoutReq{Immediate: true, Reason: 0, ITT: itt, CID: 1, CmdSN: cmdSN, ExpStatSN: expStatSN}
-	})
+	t, err := c.sendLogout(ctx)
 	if err != nil {
 		return fmt.Errorf("logout: %w", err)
 	}
@@ -433,4 +435,17 @@ func (c *conn) logout(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("logout: %w", ctx.Err())
 	}
+}
+
+// sendLogout sends the connection's Logout Request once: Close while a
+// logout the target asked for is under way waits for the same answer.
+func (c *conn) sendLogout(ctx context.Context) (*task, error) {
+	c.logoutOnce.Do(func() {
+		t := newTask(taskLogout)
+		c.logoutErr = c.send(ctx, t, sendOpts{immediate: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
+			return &pdu.LogoutReq{Immediate: true, Reason: pdu.LogoutCloseSession, ITT: itt, CID: 1, CmdSN: cmdSN, ExpStatSN: expStatSN}
+		})
+		c.logoutTask = t
+	})
+	return c.logoutTask, c.logoutErr
 }
