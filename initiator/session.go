@@ -193,7 +193,8 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 		return nil, fmt.Errorf("%s at %s: %w", what, portal, unwrapDial(err))
 	}
 	tuneTCP(nc)
-	r := pdu.NewReader(nc)
+	pr := newPollReader(nc)
+	r := pdu.NewReader(pr)
 	w := pdu.NewWriter(nc)
 	s.mu.Lock()
 	isid := s.isid
@@ -225,6 +226,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	s.alias = res.alias
 	s.mu.Unlock()
 	c := newConn(portal, nc, r, st, s.discovery, s.log)
+	pr.busy.Store(&c.inflight)
 	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait, command: max(s.cfg.CommandTimeout, 0)}
 	if ka.interval < 0 {
 		ka.interval = 0
