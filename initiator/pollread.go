@@ -10,31 +10,25 @@ import (
 	"time"
 )
 
-// spinBudget is how long the reader keeps trying a socket that has nothing
-// to read, yielding to other goroutines in between, before it parks in the
-// poller while commands are outstanding. An answer due within microseconds
-// then finds the reader running instead of asleep: the sender pays no
-// wakeup, and the woken thread is not moved onto the CPU that a target on the
-// same host is using (on 2 cores with tgtd that alone was worth 20-30 % in
-// random 4 KiB IOPS). Idle connections park at once, and so do connections
-// whose answers take longer than the budget (see pollReader.slow).
-const spinBudget = 200 * time.Microsecond
-
-// pollReader reads a TCP connection, spinning briefly before blocking while
-// busy reports commands outstanding.
+// pollReader reads a TCP connection, polling it for up to budget before
+// blocking while busy reports commands outstanding (Config.BusyPoll). An
+// answer due within microseconds then finds the reader running instead of
+// asleep: the sender pays no wakeup, and the woken thread is not moved onto
+// the CPU that a target on the same host is using.
 type pollReader struct {
-	nc   net.Conn
-	raw  syscall.RawConn
-	busy atomic.Pointer[atomic.Int32]
+	nc     net.Conn
+	raw    syscall.RawConn // nil: plain blocking reads
+	budget time.Duration
+	busy   atomic.Pointer[atomic.Int32]
 	// slow counts recent waits that outlasted the budget; spinning stops
 	// after two in a row and resumes once a wait is short again, so a
 	// target answering in milliseconds costs no CPU in spinning.
 	slow int
 }
 
-func newPollReader(nc net.Conn) *pollReader {
-	r := &pollReader{nc: nc}
-	if sc, ok := nc.(syscall.Conn); ok {
+func newPollReader(nc net.Conn, budget time.Duration) *pollReader {
+	r := &pollReader{nc: nc, budget: budget}
+	if sc, ok := nc.(syscall.Conn); ok && budget > 0 {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
 		}
@@ -62,7 +56,7 @@ func (r *pollReader) Read(p []byte) (int, error) {
 			if rerr != syscall.EAGAIN {
 				if parked {
 					// Woken by the poller: would spinning have caught it?
-					if time.Since(since) <= spinBudget {
+					if time.Since(since) <= r.budget {
 						r.slow = 0
 					} else {
 						r.slow = min(r.slow+1, 2)
@@ -73,7 +67,7 @@ func (r *pollReader) Read(p []byte) (int, error) {
 			if since.IsZero() {
 				since = time.Now()
 			}
-			if parked || busy.Load() <= 0 || r.slow >= 2 || time.Since(since) > spinBudget {
+			if parked || busy.Load() <= 0 || r.slow >= 2 || time.Since(since) > r.budget {
 				parked = true
 				return false
 			}

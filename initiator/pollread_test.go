@@ -32,7 +32,8 @@ func TestPollReader(t *testing.T) {
 	if peer == nil {
 		t.Fatal("accept failed")
 	}
-	r := newPollReader(nc)
+	const budget = 200 * time.Microsecond
+	r := newPollReader(nc, budget)
 	var busy atomic.Int32
 	busy.Store(1)
 	r.busy.Store(&busy)
@@ -55,7 +56,7 @@ func TestPollReader(t *testing.T) {
 		}()
 	}
 	for i := range 3 { // slower than the budget: spinning stops
-		send(5*spinBudget, byte(i))
+		send(5*budget, byte(i))
 		read(100)
 	}
 	if r.slow < 2 {

@@ -59,6 +59,14 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 }
 
+// busyPollFlag is --busy-poll (initiator.Config.BusyPoll) with the
+// command's default: on for cp and bench, whose goroutines do all the work,
+// off for mount, which shares the CPU with the kernel and the application.
+func busyPollFlag(def time.Duration) cli.Flag {
+	return &cli.DurationFlag{Name: "busy-poll", Value: def,
+		Usage: "poll the socket this long before sleeping while commands are outstanding (0 = never; trades CPU for latency)"}
+}
+
 // commonFlags are accepted by every command that talks to a target.
 func commonFlags() []cli.Flag {
 	return []cli.Flag{
@@ -156,6 +164,7 @@ func sessionConfig(c *cli.Context, u *initiator.URL, log zerolog.Logger) (initia
 	}
 	cfg.LoginTimeout = c.Duration("timeout")
 	cfg.CommandTimeout = c.Duration("timeout")
+	cfg.BusyPoll = c.Duration("busy-poll") // 0 for commands without the flag
 	cfg.ReplacementTimeout = c.Duration("replacement-timeout")
 	if cfg.ReplacementTimeout == 0 {
 		cfg.ReplacementTimeout = -1 // fail fast; 0 means "default" to the library

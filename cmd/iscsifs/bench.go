@@ -25,7 +25,7 @@ func benchCommand() *cli.Command {
 		ArgsUsage: "URL   (iscsi://host[:port]/iqn/lun)\n\n" +
 			"Prints MB/s (10^6 bytes per second), IOPS and completion latency percentiles.\n" +
 			"--rw write and mix overwrite the LUN's data and need --write.",
-		Flags: append(commonFlags(),
+		Flags: append(commonFlags(), busyPollFlag(200*time.Microsecond),
 			&cli.StringFlag{Name: "pattern", Usage: "seq or rand", Value: "seq"},
 			&cli.StringFlag{Name: "rw", Usage: "read, write or mix", Value: "read"},
 			&cli.IntFlag{Name: "rwmix-read", Usage: "percentage of reads with --rw mix", Value: 50},

@@ -30,7 +30,7 @@ func cpCommand() *cli.Command {
 			"An interrupted copy (Ctrl-C) finishes the requests in flight, reports how far it got and\n" +
 			"the --offset to resume with. Copying into a LUN ends with SYNCHRONIZE CACHE; into a file\n" +
 			"or block device with fsync only with --fsync (as cp, dd and qemu-img convert).",
-		Flags: append(commonFlags(),
+		Flags: append(commonFlags(), busyPollFlag(200*time.Microsecond),
 			&cli.IntFlag{Name: "parallel", Usage: "requests in flight", Value: 16},
 			&cli.StringFlag{Name: "block-size", Usage: "bytes per request (a multiple of the LUN's block size)", Value: "1MiB"},
 			&cli.BoolFlag{Name: "progress", Usage: "show a progress bar with rate and ETA (default: when stderr is a terminal)", DisableDefaultText: true},

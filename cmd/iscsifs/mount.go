@@ -28,7 +28,7 @@ func mountCommand() *cli.Command {
 		Name:      "mount",
 		Usage:     "mount LUNs as files (foreground; SIGINT/SIGTERM flush and unmount)",
 		ArgsUsage: "URL MOUNTPOINT",
-		Flags: append(commonFlags(),
+		Flags: append(commonFlags(), busyPollFlag(0),
 			&cli.BoolFlag{Name: "read-only", Usage: "refuse every write (EROFS)"},
 			&cli.StringFlag{Name: "cache-size", Usage: "block cache size per LUN", Value: "256MiB"},
 			&cli.StringFlag{Name: "readahead", Usage: "largest read-ahead window (0 disables)", Value: "8MiB"},
@@ -38,6 +38,7 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount"},
 			&cli.StringFlag{Name: "memory-limit", Usage: "soft limit for the process's memory (Go GC target); default: cache sizes + 256MiB, 0 = none"},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9420)"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the mount's life to this file", Hidden: true},
 		),
 		Action: mountAction,
 	}
@@ -192,6 +193,11 @@ func mountAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	stopProfile, err := startCPUProfile(c.String("cpuprofile"))
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	m := &mounted{url: u, cfg: cfg, copts: copts, readOnly: c.Bool("read-only"), memLimit: memLimit, log: log}
 	defer m.close()
 	entries, lazy, err := m.open(ctx)
