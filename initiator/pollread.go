@@ -15,6 +15,13 @@ import (
 // answer due within microseconds then finds the reader running instead of
 // asleep: the sender pays no wakeup, and the woken thread is not moved onto
 // the CPU that a target on the same host is using.
+// The time between two polls of an empty socket grows with the commands
+// outstanding, up to maxPollGap.
+const (
+	pollGapPerCommand = 3 * time.Microsecond
+	maxPollGap        = 100 * time.Microsecond
+)
+
 type pollReader struct {
 	nc     net.Conn
 	raw    syscall.RawConn // nil: plain blocking reads
@@ -71,7 +78,15 @@ func (r *pollReader) Read(p []byte) (int, error) {
 				parked = true
 				return false
 			}
-			runtime.Gosched()
+			// Let the goroutines this read woke run, and pace the polls: an
+			// empty read costs a system call, and with many commands
+			// outstanding a later read collects more answers at once (and
+			// the commands they free go out together), while a lone command
+			// is polled for often.
+			gap := min(pollGapPerCommand*time.Duration(busy.Load()), maxPollGap)
+			for t := time.Now(); time.Since(t) < gap; {
+				runtime.Gosched()
+			}
 		}
 	})
 	if err != nil {
