@@ -424,6 +424,15 @@ var errnoMappers = []fusefs.ErrnoMapper{
 	func(err error) (syscall.Errno, bool) {
 		return syscall.EOPNOTSUPP, errors.Is(err, scsi.ErrInvalidOpcode)
 	},
+	// A portal mount's target directory logs in on first use.
+	func(err error) (syscall.Errno, bool) {
+		var le *initiator.LoginError
+		return syscall.EACCES, errors.As(err, &le) && le.IsAuthFailure()
+	},
+	func(err error) (syscall.Errno, bool) {
+		var le *initiator.LoginError // target not found (02/03) or removed (02/04)
+		return syscall.ENOENT, errors.As(err, &le) && le.Class == 2 && (le.Detail == 3 || le.Detail == 4)
+	},
 }
 
 // parseSize reads "256MiB", "8M", "1g", "4096" (binary units).
