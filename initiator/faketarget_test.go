@@ -45,6 +45,7 @@ type fakeTarget struct {
 	tmfs        []uint8                                    // TMF functions received, guarded by mu
 	onSCSI      func(c *fakeConn, m *pdu.SCSICommand) bool // answer a command itself (true) instead of executing it
 	serial      atomic.Pointer[string]                     // VPD 0x80 unit serial; nil: no VPD pages
+	modeWCE     atomic.Int32                               // MODE SENSE(10): 0 refused, 1 caching page with WCE=0, 2 with WCE=1
 	logins      atomic.Int32                               // logins that reached Full Feature Phase
 	scsiN       atomic.Int32                               // SCSI commands received (after onPDU)
 	isids       []loginRecord                              // every Login Request's ISID/TSIH, guarded by mu
@@ -749,6 +750,19 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		data = make([]byte, 36)
 		data[4] = 31
 		copy(data[8:], "FAKE    FAKEDISK        0001")
+	case 0x5a: // MODE SENSE(10): header and the caching page
+		switch ft.modeWCE.Load() {
+		case 0:
+			status = 2
+		case 1, 2:
+			page := make([]byte, 20)
+			page[0], page[1] = 0x08, 18
+			if ft.modeWCE.Load() == 2 {
+				page[2] = 0x04 // WCE
+			}
+			data = append(binary.BigEndian.AppendUint16(nil, uint16(6+len(page))), 0, 0, 0, 0, 0, 0)
+			data = append(data, page...)
+		}
 	case 0x25: // READ CAPACITY(10)
 		data = make([]byte, 8)
 		binary.BigEndian.PutUint32(data, uint32(len(ft.disk)/512-1))

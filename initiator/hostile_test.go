@@ -1055,6 +1055,65 @@ func TestHostileAsyncCapacityChange(t *testing.T) {
 	}
 }
 
+// TestSyncFollowsWriteCache: SYNCHRONIZE CACHE goes out only while the
+// caching mode page says WCE=1 (or nothing is known); a UNIT ATTENTION 2A/01
+// (mode parameters changed) makes the LUN read the page again.
+func TestSyncFollowsWriteCache(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	ft.modeWCE.Store(1)
+	var armed, told atomic.Bool // the next READ gets UA 2A/01, once
+	ft.onSCSI = func(c *fakeConn, m *pdu.SCSICommand) bool {
+		if m.CDB[0] == 0x28 && armed.Load() && told.CompareAndSwap(false, true) {
+			c.respond(m, 2, fixedSense(byte(scsi.SenseUnitAttention), 0x2a, 0x01))
+			return true
+		}
+		return false
+	}
+	_, l := fakeSession(t, ft, hostileConfig(t, nil))
+	syncs := func() int {
+		ft.mu.Lock()
+		defer ft.mu.Unlock()
+		return ft.cdbOps[0x35]
+	}
+	if l.WriteCacheEnabled() {
+		t.Fatal("WCE=0 in the caching page, but WriteCacheEnabled")
+	}
+	if err := l.SyncContext(context.Background()); err != nil || syncs() != 0 {
+		t.Fatalf("Sync with WCE=0: %v, %d SYNCHRONIZE CACHE sent, want none", err, syncs())
+	}
+	// The target turns its write cache on and says so with a UA.
+	ft.modeWCE.Store(2)
+	armed.Store(true)
+	if err := readBlock(t, ft, l, 4096); err != nil {
+		t.Fatalf("read after the UA: %v", err)
+	}
+	waitFor(5*time.Second, l.WriteCacheEnabled)
+	if !told.Load() || !l.WriteCacheEnabled() {
+		t.Fatal("WriteCacheEnabled still false after UA 2A/01 and WCE=1")
+	}
+	if err := l.SyncContext(context.Background()); err != nil || syncs() != 1 {
+		t.Fatalf("Sync with WCE=1: %v, %d SYNCHRONIZE CACHE sent, want 1", err, syncs())
+	}
+}
+
+// TestSyncWithoutModeSense: a LUN that refuses MODE SENSE is taken as having
+// a write cache: SYNCHRONIZE CACHE is never skipped on a guess.
+func TestSyncWithoutModeSense(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	_, l := fakeSession(t, ft, hostileConfig(t, nil))
+	if err := l.SyncContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ft.mu.Lock()
+	n := ft.cdbOps[0x35]
+	ft.mu.Unlock()
+	if !l.WriteCacheEnabled() || n != 1 {
+		t.Fatalf("WriteCacheEnabled %v, %d SYNCHRONIZE CACHE sent; want true and 1", l.WriteCacheEnabled(), n)
+	}
+}
+
 // scsiCondition answers a READ with a status the first times.
 type scsiCondition struct {
 	name     string

@@ -60,6 +60,9 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 			if errors.Is(serr, scsi.ErrCapacityChanged) {
 				s.capacityChanged(lun)
 			}
+			if errors.Is(serr, scsi.ErrModeChanged) {
+				s.modeChanged(lun)
+			}
 		case resp.Status == scsi.StatusBusy || resp.Status == scsi.StatusTaskSetFull:
 			if time.Since(start) > maxBusyWait {
 				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
@@ -104,7 +107,7 @@ type LUN struct {
 	lbaStatusBroken atomic.Bool // GET LBA STATUS refused
 	resizeMu        sync.Mutex
 	onResize        func(newSize int64)
-	refreshMu       sync.Mutex // one capacity refresh at a time, so reports keep their order
+	refreshMu       sync.Mutex // one capacity or mode refresh at a time, so reports keep their order
 
 	Inquiry      scsi.InquiryData
 	Serial       string // VPD 0x80, "" if not reported
@@ -112,8 +115,9 @@ type LUN struct {
 	Limits       scsi.BlockLimits
 	Provisioning scsi.Provisioning
 	VPDPages     []uint8
-	readOnly     bool
-	writeCache   bool
+	readOnly     atomic.Bool // MODE SENSE WP; re-read on UA 2A/01 and after a reconnect
+	writeCache   atomic.Bool // MODE SENSE caching page WCE, likewise
+	modeKnown    atomic.Bool // MODE SENSE has answered once
 	force16      bool
 }
 
@@ -268,10 +272,12 @@ func (l *LUN) readCapacity(ctx context.Context) error {
 }
 
 // readModeSense learns write protection and the write cache setting; a LUN
-// without MODE SENSE is taken as writable with a write cache.
+// without MODE SENSE (or whose MODE SENSE fails) is taken as having a write
+// cache, so SYNCHRONIZE CACHE is never skipped on a guess. It runs at open,
+// and again when the target reports changed mode parameters (UA 2A/01) and
+// after a reconnect.
 func (l *LUN) readModeSense(ctx context.Context) {
 	s := l.s
-	l.writeCache = true
 	buf := make([]byte, 255)
 	n, err := s.Do(ctx, l.lun, scsi.ModeSense10(0x08, 0, 255, true), buf, nil)
 	var mp scsi.ModeParameters
@@ -285,13 +291,18 @@ func (l *LUN) readModeSense(ctx context.Context) {
 		}
 	}
 	if err != nil {
-		s.log.Debug().Err(err).Msg("MODE SENSE not supported")
+		s.log.Debug().Err(err).Uint64("lun", l.lun).Msg("MODE SENSE not supported")
+		l.writeCache.Store(true)
 		return
 	}
-	l.readOnly = mp.WriteProtected
-	if mp.HaveCachingPage {
-		l.writeCache = mp.WriteCacheEnabled
+	wce := !mp.HaveCachingPage || mp.WriteCacheEnabled
+	changed := l.readOnly.Swap(mp.WriteProtected) != mp.WriteProtected
+	changed = l.writeCache.Swap(wce) != wce || changed
+	ev := s.log.Debug()
+	if known := l.modeKnown.Swap(true); changed && known {
+		ev = s.log.Info() // a change after open
 	}
+	ev.Uint64("lun", l.lun).Bool("write_protected", mp.WriteProtected).Bool("write_cache", wce).Msg("LUN mode parameters")
 }
 
 // transferLimit is the largest single READ/WRITE: MaxBurstLength (so a
@@ -328,6 +339,13 @@ func (l *LUN) OnResize(f func(newSize int64)) {
 	l.resizeMu.Unlock()
 }
 
+// refreshMode re-reads the mode parameters, one refresh at a time.
+func (l *LUN) refreshMode(ctx context.Context) {
+	l.refreshMu.Lock()
+	defer l.refreshMu.Unlock()
+	l.readModeSense(ctx)
+}
+
 // refreshCapacity re-reads the capacity and reports a change.
 func (l *LUN) refreshCapacity(ctx context.Context) {
 	l.refreshMu.Lock()
@@ -354,10 +372,10 @@ func (l *LUN) refreshCapacity(ctx context.Context) {
 func (l *LUN) BlockSize() int { return l.blockSize }
 
 // ReadOnly reports a write-protected LUN (MODE SENSE WP bit).
-func (l *LUN) ReadOnly() bool { return l.readOnly }
+func (l *LUN) ReadOnly() bool { return l.readOnly.Load() }
 
 // WriteCacheEnabled reports MODE SENSE caching page WCE (SYNCHRONIZE CACHE matters).
-func (l *LUN) WriteCacheEnabled() bool { return l.writeCache }
+func (l *LUN) WriteCacheEnabled() bool { return l.writeCache.Load() }
 
 // MaxTransfer returns the bytes per READ/WRITE command.
 func (l *LUN) MaxTransfer() int { return l.maxXfer }
@@ -415,7 +433,7 @@ func (l *LUN) WriteAtContext(ctx context.Context, p []byte, off int64) (int, err
 	if off < 0 || off+int64(len(p)) > size {
 		return 0, &RangeError{Off: off, Len: int64(len(p)), Size: size}
 	}
-	if l.readOnly {
+	if l.readOnly.Load() {
 		return 0, &CommandError{Target: l.s.target, LUN: l.lun, Op: "WRITE", Err: scsi.ErrWriteProtected}
 	}
 	bs := int64(l.blockSize)
@@ -445,8 +463,13 @@ func (l *LUN) WriteAtContext(ctx context.Context, p []byte, off int64) (int, err
 	return len(p), nil
 }
 
-// SyncContext sends SYNCHRONIZE CACHE for the whole LUN.
+// SyncContext sends SYNCHRONIZE CACHE for the whole LUN when its write cache
+// is enabled (MODE SENSE WCE, SBC-3); with WCE off a completed write is
+// already on the medium, so there is nothing to flush (as Linux's sd does).
 func (l *LUN) SyncContext(ctx context.Context) error {
+	if !l.writeCache.Load() {
+		return nil
+	}
 	_, err := l.s.Do(ctx, l.lun, scsi.SynchronizeCache(0, 0), nil, nil)
 	return err
 }

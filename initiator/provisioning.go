@@ -32,7 +32,7 @@ func (l *LUN) Discard(ctx context.Context, off, length int64) error {
 	if off < 0 || length < 0 || off+length > size {
 		return &RangeError{Off: off, Len: length, Size: size}
 	}
-	if l.readOnly {
+	if l.readOnly.Load() {
 		return &CommandError{Target: l.s.target, LUN: l.lun, Op: "UNMAP", Err: scsi.ErrWriteProtected}
 	}
 	bs := int64(l.blockSize)

@@ -227,7 +227,7 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 			s.mu.Unlock()
 			s.install(c)
 			s.log.Info().Int("attempt", attempt).Dur("after", time.Since(since).Round(time.Millisecond)).Msg("session re-established")
-			s.recheckCapacities()
+			s.recheckLUNs()
 			return
 		}
 		lastMu.Lock()
@@ -316,37 +316,55 @@ func (s *Session) asyncSense(lun uint64, b []byte) {
 		return
 	}
 	s.log.Info().Uint64("lun", lun).Str("sense", sense.String()).Msg("asynchronous event")
-	if errors.Is(&scsi.StatusError{Status: scsi.StatusCheckCondition, Sense: &sense}, scsi.ErrCapacityChanged) {
+	ua := &scsi.StatusError{Status: scsi.StatusCheckCondition, Sense: &sense}
+	if errors.Is(ua, scsi.ErrCapacityChanged) {
 		s.capacityChanged(lun)
+	}
+	if errors.Is(ua, scsi.ErrModeChanged) {
+		s.modeChanged(lun)
 	}
 }
 
-// recheckCapacities re-reads the capacity of every opened LUN after a
-// reconnect: the power-on or nexus-loss UNIT ATTENTION a new connection gets
-// outranks (and so hides) a capacity-changed one, e.g. when the target was
-// restarted with a larger backing store.
-func (s *Session) recheckCapacities() {
+// recheckLUNs re-reads the capacity and mode parameters of every opened LUN
+// after a reconnect: the power-on or nexus-loss UNIT ATTENTION a new
+// connection gets outranks (and so hides) a capacity-changed or
+// mode-parameters-changed one, e.g. when the target was restarted with a
+// larger backing store or another cache setting.
+func (s *Session) recheckLUNs() {
 	s.mu.Lock()
-	luns := make([]uint64, 0, len(s.luns))
-	for n := range s.luns {
-		luns = append(luns, n)
+	luns := make([]*LUN, 0, len(s.luns))
+	for _, l := range s.luns {
+		luns = append(luns, l)
 	}
 	s.mu.Unlock()
-	for _, n := range luns {
-		s.capacityChanged(n)
+	for _, l := range luns {
+		go func() {
+			l.refreshCapacity(context.Background())
+			l.refreshMode(context.Background())
+		}()
 	}
 }
 
 // capacityChanged re-reads the capacity of an opened LUN in the background
 // (it runs commands itself, so not from inside the command that saw the UA).
 func (s *Session) capacityChanged(lun uint64) {
-	s.mu.Lock()
-	l := s.luns[lun]
-	s.mu.Unlock()
-	if l == nil {
-		return
+	if l := s.openedLUN(lun); l != nil {
+		go l.refreshCapacity(context.Background())
 	}
-	go l.refreshCapacity(context.Background())
+}
+
+// modeChanged re-reads the mode parameters (write protection, write cache)
+// of an opened LUN in the background.
+func (s *Session) modeChanged(lun uint64) {
+	if l := s.openedLUN(lun); l != nil {
+		go l.refreshMode(context.Background())
+	}
+}
+
+func (s *Session) openedLUN(lun uint64) *LUN {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.luns[lun]
 }
 
 // refusesReinstatement reports a login refused for reasons of session
