@@ -10,11 +10,6 @@ import (
 	"time"
 )
 
-// pollReader reads a TCP connection, polling it for up to budget before
-// blocking while busy reports commands outstanding (Config.BusyPoll). An
-// answer due within microseconds then finds the reader running instead of
-// asleep: the sender pays no wakeup, and the woken thread is not moved onto
-// the CPU that a target on the same host is using.
 // The time between two polls of an empty socket grows with the commands
 // outstanding, up to maxPollGap.
 const (
@@ -22,6 +17,11 @@ const (
 	maxPollGap        = 100 * time.Microsecond
 )
 
+// pollReader reads a TCP connection, polling it for up to budget before
+// blocking while busy reports commands outstanding (Config.BusyPoll). An
+// answer due within microseconds then finds the reader running instead of
+// asleep: the sender pays no wakeup, and the woken thread is not moved onto
+// the CPU that a target on the same host is using.
 type pollReader struct {
 	nc     net.Conn
 	raw    syscall.RawConn // nil: plain blocking reads
