@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -44,7 +43,7 @@ func TestMountTrimSeekStatus(t *testing.T) {
 		if after := allocated(t, backing); before-after < 7<<20 {
 			t.Errorf("backing allocation %d -> %d, want ~8 MiB less", before, after)
 		}
-		got := readRange(t, lun1, 4<<20, 8<<20)
+		got := mntReadFileAt(t, lun1, 8<<20, 4<<20)
 		if !bytes.Equal(got, make([]byte, 8<<20)) {
 			t.Error("punched range does not read back as zeros through the mount")
 		}
@@ -103,7 +102,7 @@ func TestMountTrimSeekStatus(t *testing.T) {
 
 	t.Run("status and metrics", func(t *testing.T) {
 		before := scrapeMetric(t, metricsAddr, "iscsifs_read_bytes_total", labPlain)
-		readRange(t, lun2, 0, 4<<20)
+		mntReadFileAt(t, lun2, 4<<20, 0)
 		after := scrapeMetric(t, metricsAddr, "iscsifs_read_bytes_total", labPlain)
 		if after-before < 4<<20 {
 			t.Errorf("iscsifs_read_bytes_total moved %v -> %v after reading 4 MiB", before, after)
@@ -121,20 +120,6 @@ func TestMountTrimSeekStatus(t *testing.T) {
 			t.Errorf("status of a plain directory: exit %d %s", r.code, r.stderr)
 		}
 	})
-}
-
-func readRange(t *testing.T, path string, off, n int64) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, n)
-	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
-		t.Fatal(err)
-	}
-	return buf
 }
 
 // freeAddr returns a loopback address with a free port.
