@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -204,6 +206,28 @@ func TestCLI(t *testing.T) {
 						}
 					})
 				}
+			})
+
+			// A portal mount logs in to a target when its directory is first
+			// used: without credentials the CHAP target's directory fails
+			// with EACCES, the plain one serves, and the CHAP target stays
+			// not logged in; the mount itself started fine.
+			t.Run("portal mount without credentials", func(t *testing.T) {
+				RequireFUSE(t)
+				m := startMount(t, iscsifsBinary(t), tg.PortalURL(), "--read-only")
+				lun := fmt.Sprintf("lun%d", plainLUN)
+				if _, err := os.Stat(m.path(filepath.Join(labPlain, lun))); err != nil {
+					t.Errorf("plain target: %v", err)
+				}
+				_, err := os.Stat(m.path(filepath.Join(labCHAP, lun)))
+				if !errors.Is(err, syscall.EACCES) {
+					t.Errorf("CHAP target without credentials: %v, want EACCES", err)
+				}
+				states := m.targetStates(t)
+				if states[labPlain] != "logged-in" || states[labCHAP] != "not-logged-in" {
+					t.Errorf("states after the failed login: %v", states)
+				}
+				m.term(t)
 			})
 
 			t.Run("no secret in logs", func(t *testing.T) {
