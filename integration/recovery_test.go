@@ -551,13 +551,14 @@ func TestRecoveryLUNKillRestart(t *testing.T) {
 	}
 }
 
-// TestRecoveryMountGrow: the LUN grows while the target is down (tgtd killed,
-// its backing file extended, tgtd restarted, as an administrator growing a
-// volume would). tgt never reports a capacity change itself, and the
+// TestRecoveryMountResize: the LUN grows, then shrinks, while the target is
+// down (tgtd killed, its backing file extended or truncated, tgtd restarted,
+// as an administrator resizing a volume would). tgt never reports a capacity change itself, and the
 // reconnect's power-on UNIT ATTENTION would hide one anyway, so the mount
 // re-reads the capacity after reconnecting: the file takes the new size
-// without remounting, and the new range reads as the backing file.
-func TestRecoveryMountGrow(t *testing.T) {
+// without remounting, and the new range reads as the backing file; after
+// the shrink the rest still does.
+func TestRecoveryMountResize(t *testing.T) {
 	const size, grown = 8 << 20, 24 << 20
 	tg := recovTarget(t, size)
 	m := startRecovMount(t, tg.URL(recovIQN, 1), "--cache-size", "16MiB")
@@ -625,5 +626,25 @@ func TestRecoveryMountGrow(t *testing.T) {
 	}
 	if !strings.Contains(m.log.String(), "file resized") {
 		t.Errorf("the mount log does not show the resize:\n%s", mntTail(m.log.String(), 4<<10))
+	}
+
+	// Shrink it back: the file follows, and what is left still reads as
+	// the backing file (cached blocks past the new end are forgotten).
+	tg.Kill()
+	if err := os.Truncate(backing, size); err != nil {
+		t.Fatal(err)
+	}
+	tg.Restart()
+	_, _ = exec.Command("dd", "if="+lun, "of=/dev/null", "bs=4k", "count=1", "iflag=direct").CombinedOutput()
+	if !pollUntil(30*time.Second, func() bool { return fileSize(lun) == size }) {
+		t.Fatalf("file size %d after the LUN shrank to %d:\n%s", fileSize(lun), size, mntTail(m.log.String(), 4<<10))
+	}
+	got, err = os.ReadFile(lun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ = os.ReadFile(backing)
+	if len(got) != size || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes after shrinking, differ from the backing file at %d", len(got), firstDiff(got, want))
 	}
 }
