@@ -45,8 +45,8 @@ const (
 
 // Stats are counters and gauges of a Cache.
 type Stats struct {
-	Reads            int64 // ReadAt calls that returned data
-	ReadBytes        int64 // bytes they returned
+	Reads            int64 // ReadAt calls: Hits + Misses
+	ReadBytes        int64 // bytes returned by ReadAt
 	Writes           int64 // WriteAt calls accepted
 	WriteBytes       int64 // bytes they wrote
 	Hits             int64 // ReadAt calls served without waiting for the device
@@ -65,7 +65,7 @@ type Stats struct {
 }
 
 type counters struct {
-	reads, readBytes           atomic.Int64
+	readBytes                  atomic.Int64
 	writes, writeBytes         atomic.Int64
 	hits, misses               atomic.Int64
 	devReads, devReadBytes     atomic.Int64
@@ -248,7 +248,6 @@ func wait(ctx context.Context, ch <-chan struct{}) error {
 // Stats returns a snapshot of the counters.
 func (c *Cache) Stats() Stats {
 	s := Stats{
-		Reads:            c.st.reads.Load(),
 		ReadBytes:        c.st.readBytes.Load(),
 		Writes:           c.st.writes.Load(),
 		WriteBytes:       c.st.writeBytes.Load(),
@@ -262,6 +261,7 @@ func (c *Cache) Stats() Stats {
 		Evictions:        c.st.evictions.Load(),
 		WritebackErrors:  c.st.writebackErrors.Load(),
 	}
+	s.Reads = s.Hits + s.Misses
 	c.mu.Lock()
 	s.DirtyBytes = c.dirtyBytes
 	s.CachedBytes = c.validBytes - c.dirtyBytes

@@ -140,7 +140,6 @@ func (c *Cache) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	} else {
 		c.st.misses.Add(1)
 	}
-	c.st.reads.Add(1)
 	c.st.readBytes.Add(int64(n))
 	return n, eof
 }
