@@ -155,7 +155,7 @@ type sparseWriter struct {
 	dataBelow int64
 }
 
-func (w *sparseWriter) writeAt(_ context.Context, p []byte, off int64) error {
+func (w *sparseWriter) writeAt(p []byte, off int64) error {
 	for i := 0; i < len(p); {
 		j := grainEnd(off, i, len(p))
 		zero := bytes.Equal(p[i:j], zeroGrain[:j-i])

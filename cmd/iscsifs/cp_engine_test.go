@@ -132,7 +132,7 @@ func TestSparseWriter(t *testing.T) {
 	w := &sparseWriter{f: f, name: path, dataBelow: int64(len(old))}
 	for off := 0; off < size; off += 100_000 { // pieces not aligned to grains
 		end := min(off+100_000, size)
-		if err := w.writeAt(context.Background(), want[off:end], int64(off)); err != nil {
+		if err := w.writeAt(want[off:end], int64(off)); err != nil {
 			t.Fatal(err)
 		}
 	}
