@@ -51,6 +51,7 @@ type Stats struct {
 	WriteBytes       int64 // bytes they wrote
 	Hits             int64 // ReadAt calls served without waiting for the device
 	Misses           int64 // ReadAt calls that waited for (or issued) a device read
+	UncachedReads    int64 // random reads served straight from the device (see readUncached)
 	DeviceReads      int64 // device read requests issued
 	DeviceReadBytes  int64
 	DeviceWrites     int64 // device write requests issued
@@ -68,6 +69,7 @@ type counters struct {
 	readBytes                  atomic.Int64
 	writes, writeBytes         atomic.Int64
 	hits, misses               atomic.Int64
+	uncachedReads              atomic.Int64
 	devReads, devReadBytes     atomic.Int64
 	devWrites, devWriteBytes   atomic.Int64
 	readAheadBytes             atomic.Int64
@@ -117,6 +119,8 @@ type Cache struct {
 	memCh       chan struct{} // closed when a buffer may have become available
 	dirtyCh     chan struct{} // closed when dirty bytes went down
 	bgErr       error         // first background write-back error not yet reported
+
+	ghost []uint64 // recently bypassed random reads (see readUncached); under mu
 
 	smu     sync.Mutex
 	streams [maxStreams]stream
@@ -176,6 +180,7 @@ func New(dev Device, opts Options) (*Cache, error) {
 		maxStage:     min(maxStaging, max(1, maxBufs/16)),
 		dirtyBlocks:  make(map[int64]*block),
 		epoch:        time.Now(),
+		ghost:        newGhost(opts.Size),
 	}
 	c.size.Store(size)
 	c.bg, c.cancel = context.WithCancel(context.Background())
@@ -253,6 +258,7 @@ func (c *Cache) Stats() Stats {
 		WriteBytes:       c.st.writeBytes.Load(),
 		Hits:             c.st.hits.Load(),
 		Misses:           c.st.misses.Load(),
+		UncachedReads:    c.st.uncachedReads.Load(),
 		DeviceReads:      c.st.devReads.Load(),
 		DeviceReadBytes:  c.st.devReadBytes.Load(),
 		DeviceWrites:     c.st.devWrites.Load(),

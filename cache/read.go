@@ -122,7 +122,17 @@ func (c *Cache) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 
-	ra := c.detectStream(off, off+int64(n))
+	ra, random := c.detectStream(off, off+int64(n))
+	if random {
+		if done, err := c.readUncached(ctx, p[:n], off); done {
+			c.st.misses.Add(1)
+			if err != nil {
+				return 0, err
+			}
+			c.st.readBytes.Add(int64(n))
+			return n, eof
+		}
+	}
 	hit := true
 	for done := 0; done < n; {
 		m := c.chunkLen(off+int64(done), n-done)

@@ -30,11 +30,12 @@ type raRange struct {
 
 // detectStream files the read [off, end) under a stream and returns the
 // read-ahead to issue, if any. Reads that continue no stream start a candidate
-// stream and get no read-ahead; a jump near an established stream halves its
-// window (and a window below the initial one is reset).
-func (c *Cache) detectStream(off, end int64) raRange {
+// stream, get no read-ahead and are reported random; a jump near an
+// established stream halves its window (and a window below the initial one is
+// reset). Without read-ahead no streams are tracked and nothing is random.
+func (c *Cache) detectStream(off, end int64) (ra raRange, random bool) {
 	if c.maxRA <= 0 {
-		return raRange{}
+		return raRange{}, false
 	}
 	c.smu.Lock()
 	defer c.smu.Unlock()
@@ -51,7 +52,7 @@ func (c *Cache) detectStream(off, end int64) raRange {
 			lo, hi = s.next-s.win-blockSize, s.next+blockSize
 		}
 		if off >= lo && off <= hi {
-			return c.advanceStream(i, end, end-off)
+			return c.advanceStream(i, end, end-off), false
 		}
 	}
 	for i := range c.streams {
@@ -62,11 +63,11 @@ func (c *Cache) detectStream(off, end int64) raRange {
 				s.win, s.seq = 0, 0
 			}
 			s.next, s.raEnd, s.used = end, end, c.tick
-			return raRange{}
+			return raRange{}, false
 		}
 	}
 	c.streams[c.victimStream()] = stream{next: end, raEnd: end, used: c.tick}
-	return raRange{}
+	return raRange{}, true
 }
 
 // advanceStream moves stream i past a read of n bytes ending at end.

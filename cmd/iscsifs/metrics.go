@@ -23,7 +23,7 @@ type metricsCollector struct {
 	cacheHits, cacheMisses, devReadBytes    *prometheus.Desc
 	devWriteBytes, readAhead, raWindow      *prometheus.Desc
 	dirty, cached, evictions, wbErrors      *prometheus.Desc
-	size                                    *prometheus.Desc
+	size, uncached                          *prometheus.Desc
 }
 
 func newMetricsCollector(m *mounted) *metricsCollector {
@@ -44,6 +44,7 @@ func newMetricsCollector(m *mounted) *metricsCollector {
 		latency:       d("command_latency_seconds", "SCSI command latency (power-of-two buckets).", target),
 		cacheHits:     d("cache_hits_total", "Reads served from the cache.", file),
 		cacheMisses:   d("cache_misses_total", "Reads that needed the target.", file),
+		uncached:      d("cache_uncached_reads_total", "Random reads served straight from the target, around the cache.", file),
 		devReadBytes:  d("cache_device_read_bytes_total", "Bytes the cache read from the LUN.", file),
 		devWriteBytes: d("cache_device_write_bytes_total", "Bytes the cache wrote to the LUN.", file),
 		readAhead:     d("cache_readahead_bytes_total", "Bytes fetched by read-ahead.", file),
@@ -95,6 +96,7 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		labels := []string{f.path, f.lun.Session().Target(), strconv.FormatUint(f.lun.Number(), 10)}
 		counter(mc.cacheHits, float64(st.Hits), labels...)
 		counter(mc.cacheMisses, float64(st.Misses), labels...)
+		counter(mc.uncached, float64(st.UncachedReads), labels...)
 		counter(mc.devReadBytes, float64(st.DeviceReadBytes), labels...)
 		counter(mc.devWriteBytes, float64(st.DeviceWriteBytes), labels...)
 		counter(mc.readAhead, float64(st.ReadAheadBytes), labels...)

@@ -52,6 +52,7 @@ type fileStats struct {
 	WriteBytes           int64   `json:"write_bytes"`
 	Hits                 int64   `json:"hits"`
 	Misses               int64   `json:"misses"`
+	UncachedReads        int64   `json:"uncached_reads"` // random misses read around the cache
 	DeviceReads          int64   `json:"device_reads"`
 	DeviceReadBytes      int64   `json:"device_read_bytes"`
 	DeviceWrites         int64   `json:"device_writes"`
@@ -94,6 +95,7 @@ func (m *mounted) stats() mountStats {
 			WriteBytes:           st.WriteBytes,
 			Hits:                 st.Hits,
 			Misses:               st.Misses,
+			UncachedReads:        st.UncachedReads,
 			DeviceReads:          st.DeviceReads,
 			DeviceReadBytes:      st.DeviceReadBytes,
 			DeviceWrites:         st.DeviceWrites,

@@ -1,0 +1,164 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// randomOffsets returns n distinct 4 KiB-aligned offsets below size, far
+// enough apart that no read continues another.
+func randomOffsets(n int, size int64) []int64 {
+	offs := make([]int64, 0, n)
+	x := uint64(12345)
+	seen := map[int64]bool{}
+	for len(offs) < n {
+		x = x*6364136223846793005 + 1442695040888963407
+		off := int64(x>>20) % (size / (64 * kib)) * 64 * kib
+		if !seen[off] {
+			seen[off] = true
+			offs = append(offs, off+4*kib) // not at a block start either
+		}
+	}
+	return offs
+}
+
+// TestRandomReadsBypassTheCache: small aligned random reads over uncached
+// blocks go straight to the device, take no buffer and evict nothing; a
+// position read again soon after is admitted and cached.
+func TestRandomReadsBypassTheCache(t *testing.T) {
+	tests := []struct {
+		name    string
+		n       int  // read size
+		bypass  bool // expected to bypass the cache
+		aligned bool
+	}{
+		{"4KiB", 4 * kib, true, true},
+		{"64KiB", 64 * kib, true, true},
+		{"larger than 64KiB", 64*kib + 512, false, true},
+		{"unaligned", 4 * kib, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dev, data := newTestDev(t, 64*mib, 512, 3)
+			c := newCache(t, dev, Options{Size: 4 * mib, ReadAhead: mib})
+			offs := randomOffsets(100, 60*mib)
+			for _, off := range offs {
+				if !tt.aligned {
+					off += 100
+				}
+				if got := readAt(t, c, off, tt.n); !bytes.Equal(got, data[off:off+int64(tt.n)]) {
+					t.Fatalf("wrong data at %d", off)
+				}
+			}
+			s := c.Stats()
+			if s.Misses != 100 || s.Hits != 0 {
+				t.Errorf("misses %d hits %d, want 100 and 0", s.Misses, s.Hits)
+			}
+			if tt.bypass {
+				if s.UncachedReads != 100 || s.DeviceReads != 100 || s.BufferBytes != 0 || s.Evictions != 0 || s.CachedBytes != 0 {
+					t.Errorf("uncached reads %d, device reads %d, buffers %d bytes, %d evictions, %d cached bytes: want 100, 100, 0, 0, 0",
+						s.UncachedReads, s.DeviceReads, s.BufferBytes, s.Evictions, s.CachedBytes)
+				}
+			} else if s.UncachedReads != 0 || s.BufferBytes == 0 {
+				t.Errorf("uncached reads %d, buffers %d bytes: want 0 and some", s.UncachedReads, s.BufferBytes)
+			}
+			checkAligned(t, dev)
+		})
+	}
+}
+
+// TestReadTwiceIsAdmitted: the second read of a bypassed position goes
+// through the cache, so the third is a hit.
+func TestReadTwiceIsAdmitted(t *testing.T) {
+	dev, data := newTestDev(t, 64*mib, 512, 4)
+	c := newCache(t, dev, Options{Size: 4 * mib, ReadAhead: mib})
+	const off = 20*mib + 8*kib
+	for i := range 3 {
+		if got := readAt(t, c, off, 4*kib); !bytes.Equal(got, data[off:off+4*kib]) {
+			t.Fatalf("read %d: wrong data", i)
+		}
+	}
+	s := c.Stats()
+	if s.UncachedReads != 1 || s.DeviceReads != 2 || s.Hits != 1 || s.CachedBytes != 4*kib {
+		t.Errorf("uncached %d, device reads %d, hits %d, cached %d bytes: want 1, 2, 1, %d",
+			s.UncachedReads, s.DeviceReads, s.Hits, s.CachedBytes, 4*kib)
+	}
+	// Another random read in the now cached block goes through the cache
+	// (it fills the block) rather than around it.
+	const near = off + 64*kib
+	if got := readAt(t, c, near, 4*kib); !bytes.Equal(got, data[near:near+4*kib]) {
+		t.Fatal("wrong data")
+	}
+	if s := c.Stats(); s.UncachedReads != 1 || s.CachedBytes != 8*kib {
+		t.Errorf("uncached %d, cached %d bytes: want 1 and %d", s.UncachedReads, s.CachedBytes, 8*kib)
+	}
+}
+
+// TestBypassSeesCachedWrites: a random read of data written into the cache,
+// dirty or being written back, is served from the cache.
+func TestBypassSeesCachedWrites(t *testing.T) {
+	dev, _ := newTestDev(t, 64*mib, 512, 5)
+	c := newCache(t, dev, Options{Size: 4 * mib, ReadAhead: mib, FlushInterval: -1})
+	const off = 30*mib + 12*kib
+	want := pattern(4*kib, 9)
+	writeAt(t, c, want, off)
+	if got := readAt(t, c, off, 4*kib); !bytes.Equal(got, want) {
+		t.Fatal("dirty data: read the device's old content")
+	}
+	// During write-back: the device write is stalled.
+	open := gate(&dev.writeGate)
+	flushed := make(chan error, 1)
+	go func() { flushed <- c.Flush(context.Background()) }()
+	waitFor(t, func() bool { return dev.writes.Load() > 0 })
+	if got := readAt(t, c, off, 4*kib); !bytes.Equal(got, want) {
+		t.Fatal("data being written back: read the device's old content")
+	}
+	open()
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Stats(); s.UncachedReads != 0 || dev.reads.Load() != 0 {
+		t.Errorf("uncached reads %d, device reads %d: want 0 and 0", s.UncachedReads, dev.reads.Load())
+	}
+}
+
+// TestBypassCancelled: a bypassing read that is cancelled while the device
+// stalls returns the context's error, and the position reads fine afterwards.
+func TestBypassCancelled(t *testing.T) {
+	dev, data := newTestDev(t, 64*mib, 512, 6)
+	c := newCache(t, dev, Options{Size: 4 * mib, ReadAhead: mib})
+	open := gate(&dev.readGate)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	p := make([]byte, 4*kib)
+	if _, err := c.ReadAt(ctx, p, 5*mib); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ReadAt = %v, want deadline exceeded", err)
+	}
+	open()
+	if got := readAt(t, c, 5*mib, 4*kib); !bytes.Equal(got, data[5*mib:5*mib+4*kib]) {
+		t.Error("wrong data")
+	}
+	if s := c.Stats(); s.UncachedReads != 1 || s.Misses != 2 {
+		t.Errorf("uncached reads %d misses %d, want 1 and 2", s.UncachedReads, s.Misses)
+	}
+}
+
+// TestBypassReadError: a device error on a bypassing read reaches the caller
+// with the device's typed error inside.
+func TestBypassReadError(t *testing.T) {
+	dev, _ := newTestDev(t, 64*mib, 512, 7)
+	c := newCache(t, dev, Options{Size: 4 * mib, ReadAhead: mib})
+	dev.failReads.Store(1)
+	p := make([]byte, 4*kib)
+	_, err := c.ReadAt(context.Background(), p, 7*mib)
+	var de *devError
+	if !errors.As(err, &de) || de.Off != 7*mib {
+		t.Fatalf("ReadAt = %v, want the device's error at %d", err, 7*mib)
+	}
+	if s := c.Stats(); s.UncachedReads != 1 {
+		t.Errorf("uncached reads %d, want 1", s.UncachedReads)
+	}
+}
