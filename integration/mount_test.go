@@ -806,6 +806,42 @@ func TestMountAcceptance(t *testing.T) {
 		t.Errorf("the re-read range differs from the backing file")
 	}
 
+	// Random 4 KiB reads all over the LUN (8 times the cache): right data,
+	// and most go around the cache, reading only what was asked.
+	const randomN = 2000
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf, err := os.Open(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = m.stats(t)["lun1"]
+	rng := rand.New(rand.NewPCG(7, 7))
+	got, want := make([]byte, 4096), make([]byte, 4096)
+	for i := range randomN {
+		off := rng.Int64N(size/4096) * 4096
+		if _, err := f.ReadAt(got, off); err != nil {
+			t.Fatalf("random read %d at %d: %v", i, off, err)
+		}
+		if _, err := bf.ReadAt(want, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("random read %d at %d differs from the backing file", i, off)
+		}
+	}
+	f.Close()
+	bf.Close()
+	after = m.stats(t)["lun1"]
+	if n := after.UncachedReads - before.UncachedReads; n < randomN/2 {
+		t.Errorf("%d of %d random reads went around the cache, want most", n, randomN)
+	}
+	if n := after.DeviceReadBytes - before.DeviceReadBytes; n > randomN*4096 {
+		t.Errorf("%d random 4 KiB reads read %d bytes from the LUN, want at most %d", randomN, n, randomN*4096)
+	}
+
 	// dd conv=fsync of twice the cache size into the LUN: on the target when
 	// dd returns.
 	const wrote, at = 256 << 20, 500 << 20
@@ -986,6 +1022,7 @@ type fileStatsJSON struct {
 	Misses          int64 `json:"misses"`
 	DeviceReads     int64 `json:"device_reads"`
 	DeviceReadBytes int64 `json:"device_read_bytes"`
+	UncachedReads   int64 `json:"uncached_reads"`
 	DeviceWrites    int64 `json:"device_writes"`
 	DirtyBytes      int64 `json:"dirty_bytes"`
 }
