@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
+	"github.com/iscsifs/iscsifs/initiator/scsi"
 )
 
 // DefaultInitiatorName is used when Config.InitiatorName is empty.
@@ -93,7 +94,7 @@ type Session struct {
 	discovery bool
 	isid      [6]byte
 	log       zerolog.Logger
-	slots     chan struct{}
+	queue     *queueLimit
 
 	mu         sync.Mutex
 	portal     string
@@ -129,7 +130,7 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		discovery: discovery,
 		portal:    portal,
 		log:       cfg.Logger.With().Str("portal", portal).Str("target", target).Logger(),
-		slots:     make(chan struct{}, cfg.QueueDepth),
+		queue:     newQueueLimit(cfg.QueueDepth),
 		tpgt:      -1,
 		stop:      make(chan struct{}),
 		changed:   make(chan struct{}),
@@ -315,17 +316,35 @@ func (s *Session) current() *conn {
 // is re-established (block commands are idempotent), within the replacement
 // timeout.
 func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) {
-	select {
-	case s.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := s.queue.acquire(ctx); err != nil {
+		return nil, err
 	}
-	defer func() { <-s.slots }()
+	defer s.queue.release()
 	start := time.Now()
 	resp, err := s.execute(ctx, cmd)
 	s.stats.record(cmd, time.Since(start), err)
+	if err == nil {
+		switch resp.Status {
+		case scsi.StatusTaskSetFull:
+			if d := s.queue.taskSetFull(); d > 0 {
+				ev := s.log.Debug()
+				if s.queue.warnNow() {
+					ev = s.log.Warn()
+				}
+				ev.Int("queue_depth", d).Msg("the target's task set is full: fewer commands in flight")
+			}
+		case scsi.StatusGood, scsi.StatusConditionMet:
+			if d := s.queue.succeeded(); d > 0 {
+				s.log.Debug().Int("queue_depth", d).Msg("queue depth raised")
+			}
+		}
+	}
 	return resp, err
 }
+
+// QueueDepth is how many commands may be in flight now: Config.QueueDepth,
+// or less after the target answered TASK SET FULL.
+func (s *Session) QueueDepth() int { return s.queue.depth() }
 
 // execute is Execute's retry loop, with a queue slot held.
 func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) {

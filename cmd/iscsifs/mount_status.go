@@ -69,6 +69,7 @@ type fileStats struct {
 	SessionLatencyP999   int64   `json:"session_latency_p999_ns"`
 	SessionInFlight      int     `json:"session_in_flight"`
 	SessionPeakInFlight  int     `json:"session_peak_in_flight"`
+	SessionQueueDepth    int     `json:"session_queue_depth"` // lower than --queue-depth after TASK SET FULL
 	CacheSize            int64   `json:"cache_size"`
 	ReadAheadMax         int64   `json:"read_ahead_max"`
 	WriteThrough         bool    `json:"write_through"`
@@ -109,6 +110,7 @@ func (m *mounted) stats() mountStats {
 			WritebackErrors:      st.WritebackErrors,
 			SessionInFlight:      s.InFlight(),
 			SessionPeakInFlight:  s.PeakInFlight(),
+			SessionQueueDepth:    s.QueueDepth(),
 			CacheSize:            m.copts.Size,
 			ReadAheadMax:         m.copts.ReadAhead,
 			WriteThrough:         m.copts.WriteThrough,
