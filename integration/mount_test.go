@@ -184,6 +184,9 @@ func (ml *mountLab) testStatusFiles(t *testing.T) {
 	if after.LatencyP50 <= 0 {
 		t.Errorf("stats.json has no command latency after reading: %+v", after)
 	}
+	if after.QueueDepth != 64 { // --queue-depth's default; the target never answered TASK SET FULL
+		t.Errorf("session_queue_depth %d, want 64", after.QueueDepth)
+	}
 	if after.Reads < before.Reads+3 {
 		t.Errorf("reads %d -> %d after 3 reads", before.Reads, after.Reads)
 	}
@@ -1023,6 +1026,7 @@ type fileStatsJSON struct {
 	DeviceReads     int64 `json:"device_reads"`
 	DeviceReadBytes int64 `json:"device_read_bytes"`
 	UncachedReads   int64 `json:"uncached_reads"`
+	QueueDepth      int   `json:"session_queue_depth"`
 	DeviceWrites    int64 `json:"device_writes"`
 	DirtyBytes      int64 `json:"dirty_bytes"`
 }
