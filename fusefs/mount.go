@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,7 +71,8 @@ type Server struct {
 	uid, gid uint32
 	start    time.Time
 	lunsMu   sync.RWMutex
-	luns     map[string]*lunNode // by path in the mount; lazy directories add to it
+	luns     map[string]*lunNode // by path in the mount; lazy directories and AddFile add to it
+	root     *fs.Inode           // set by OnAdd, before the mount serves
 	done     chan struct{}       // closed when the serve loop has ended
 }
 
@@ -98,6 +100,7 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 	root := &dirNode{node: node{m: m}, perm: 0o755}
 	fsOpts := m.fsOptions(opts)
 	fsOpts.OnAdd = func(ctx context.Context) {
+		m.root = root.EmbeddedInode()
 		m.build(ctx, root.EmbeddedInode(), entries, opts.LazyDirs, opts.StatusFiles)
 	}
 	server, err := fs.Mount(dir, root, fsOpts)
@@ -221,6 +224,84 @@ func (m *Server) NotifySize(path string) error {
 		return nil
 	default:
 		return fmt.Errorf("fusefs: refresh size of %s: %w", path, errno)
+	}
+}
+
+// AddFile adds a file while the mount serves, e.g. a partition that a new
+// partition table defines. Its directory must exist: the root or a target
+// directory that has been loaded. The kernel forgets any cached "no such
+// file" for the name.
+func (m *Server) AddFile(p string, f File) error {
+	if err := checkEntries([]Entry{{Path: p, File: f}}, nil, nil); err != nil {
+		return fmt.Errorf("fusefs: add %s: %w", p, err)
+	}
+	parent, err := m.dirOf(p)
+	if err != nil {
+		return err
+	}
+	name := path.Base(p)
+	ln := &lunNode{node: node{m: m}, path: p, file: f}
+	m.lunsMu.Lock()
+	if _, ok := m.luns[p]; ok || parent.GetChild(name) != nil {
+		m.lunsMu.Unlock()
+		return fmt.Errorf("fusefs: add %s: the name is taken", p)
+	}
+	parent.AddChild(name, parent.NewPersistentInode(context.Background(), ln, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+	m.luns[p] = ln
+	m.lunsMu.Unlock()
+	m.forgetEntry(parent, name)
+	return nil
+}
+
+// RemoveFile takes a file added by Mount, a LazyDir or AddFile out of the
+// tree. Handles open on it keep working (the File stays in use until they
+// are closed); new lookups get ENOENT.
+func (m *Server) RemoveFile(p string) error {
+	parent, err := m.dirOf(p)
+	if err != nil {
+		return err
+	}
+	name := path.Base(p)
+	m.lunsMu.Lock()
+	if _, ok := m.luns[p]; !ok {
+		m.lunsMu.Unlock()
+		return fmt.Errorf("fusefs: remove %s: no such file in the mount", p)
+	}
+	delete(m.luns, p)
+	parent.RmChild(name)
+	m.lunsMu.Unlock()
+	m.forgetEntry(parent, name)
+	return nil
+}
+
+// dirOf returns the directory inode that holds (or will hold) the file at p.
+func (m *Server) dirOf(p string) (*fs.Inode, error) {
+	if m.root == nil {
+		return nil, fmt.Errorf("fusefs: %s: not mounted", p)
+	}
+	dir := m.root
+	if d := path.Dir(p); d != "." {
+		for _, c := range strings.Split(d, "/") {
+			if dir = dir.GetChild(c); dir == nil || !dir.IsDir() {
+				return nil, fmt.Errorf("fusefs: %s: no directory %s in the mount", p, d)
+			}
+		}
+	}
+	return dir, nil
+}
+
+// forgetEntry makes the kernel drop its cached lookup of name in parent
+// (entries and negative entries are cached for cacheTimeout). It must not
+// run from a request that holds parent's lock (LOOKUP, CREATE); FLUSH, FSYNC
+// and WRITE do not.
+func (m *Server) forgetEntry(parent *fs.Inode, name string) {
+	if m.server == nil {
+		return // still in Mount: the kernel has seen nothing yet
+	}
+	switch errno := parent.NotifyEntry(name); errno {
+	case 0, syscall.ENOENT:
+	default:
+		m.log.Debug().Str("name", name).Err(errno).Msg("invalidating a directory entry")
 	}
 }
 
