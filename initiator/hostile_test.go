@@ -1092,9 +1092,22 @@ func TestSyncFollowsWriteCache(t *testing.T) {
 	if !told.Load() || !l.WriteCacheEnabled() {
 		t.Fatal("WriteCacheEnabled still false after UA 2A/01 and WCE=1")
 	}
-	if err := l.SyncContext(context.Background()); err != nil || syncs() != 1 {
-		t.Fatalf("Sync with WCE=1: %v, %d SYNCHRONIZE CACHE sent, want 1", err, syncs())
+	if err := l.SyncContext(context.Background()); err != nil || syncs() != 0 {
+		t.Fatalf("Sync with WCE=1 and nothing written: %v, %d SYNCHRONIZE CACHE sent, want none", err, syncs())
 	}
+	writeSync := func(want int) {
+		t.Helper()
+		if _, err := l.WriteAtContext(context.Background(), make([]byte, 4096), 8192); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the second has nothing new to cover
+			if err := l.SyncContext(context.Background()); err != nil || syncs() != want {
+				t.Fatalf("Sync with WCE=1 after a write: %v, %d SYNCHRONIZE CACHE sent, want %d", err, syncs(), want)
+			}
+		}
+	}
+	writeSync(1)
+	writeSync(2)
 }
 
 // TestSyncWithoutModeSense: a LUN that refuses MODE SENSE is taken as having
@@ -1103,6 +1116,9 @@ func TestSyncWithoutModeSense(t *testing.T) {
 	checkNoLeak(t)
 	ft := newFakeTarget(t, 1<<20)
 	_, l := fakeSession(t, ft, hostileConfig(t, nil))
+	if _, err := l.WriteAtContext(context.Background(), make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := l.SyncContext(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -119,6 +119,14 @@ type LUN struct {
 	writeCache   atomic.Bool // MODE SENSE caching page WCE, likewise
 	modeKnown    atomic.Bool // MODE SENSE has answered once
 	force16      bool
+
+	// writesDone counts finished data-changing commands (WRITE, UNMAP,
+	// WRITE SAME, failed ones included: part of their data may have
+	// landed); syncedWrites is the count the last successful SYNCHRONIZE
+	// CACHE covered. A filesystem on the LUN flushes at every journal
+	// commit, often with nothing written since the previous flush.
+	writesDone   atomic.Uint64
+	syncedWrites atomic.Uint64
 }
 
 // ErrNotBlockDevice is returned by OpenLUN for a LUN that is not a
@@ -464,15 +472,32 @@ func (l *LUN) WriteAtContext(ctx context.Context, p []byte, off int64) (int, err
 }
 
 // SyncContext sends SYNCHRONIZE CACHE for the whole LUN when its write cache
-// is enabled (MODE SENSE WCE, SBC-3); with WCE off a completed write is
-// already on the medium, so there is nothing to flush (as Linux's sd does).
+// is enabled (MODE SENSE WCE, SBC-3) and a write of this LUN has finished
+// since the last one; with WCE off a completed write is already on the
+// medium, so there is nothing to flush (as Linux's sd does).
 func (l *LUN) SyncContext(ctx context.Context) error {
 	if !l.writeCache.Load() {
 		return nil
 	}
-	_, err := l.s.Do(ctx, l.lun, scsi.SynchronizeCache(0, 0), nil, nil)
-	return err
+	// Read the count before sending: a write finishing while the command is
+	// in flight may not be covered, and then keeps the next Sync necessary.
+	done := l.writesDone.Load()
+	if done == l.syncedWrites.Load() {
+		return nil
+	}
+	if _, err := l.s.Do(ctx, l.lun, scsi.SynchronizeCache(0, 0), nil, nil); err != nil {
+		return err
+	}
+	for {
+		prev := l.syncedWrites.Load()
+		if prev >= done || l.syncedWrites.CompareAndSwap(prev, done) {
+			return nil
+		}
+	}
 }
+
+// wrote records a finished data-changing command (see writesDone).
+func (l *LUN) wrote() { l.writesDone.Add(1) }
 
 // rw runs an aligned transfer as commands of at most maxXfer bytes, issued
 // concurrently; the session's queue depth bounds how many are in flight.
@@ -506,6 +531,7 @@ func (l *LUN) rwOne(ctx context.Context, p []byte, off int64, write bool) error 
 	blocks := uint32(int64(len(p)) / bs)
 	if write {
 		_, err := l.s.Do(ctx, l.lun, scsi.Write(lba, blocks, false, l.force16), nil, p)
+		l.wrote()
 		return err
 	}
 	n, err := l.s.Do(ctx, l.lun, scsi.Read(lba, blocks, false, l.force16), p, nil)

@@ -88,6 +88,7 @@ func (l *LUN) unmap(ctx context.Context, lba, blocks uint64) error {
 		params := scsi.UnmapParameterList(extents)
 		extents = extents[:0]
 		_, err := l.s.Do(ctx, l.lun, scsi.Unmap(uint16(len(params))), nil, params)
+		l.wrote()
 		return err
 	}
 	for blocks > 0 {
@@ -115,7 +116,9 @@ func (l *LUN) writeSame(ctx context.Context, lba, blocks uint64, unmap bool) err
 	zero := make([]byte, l.blockSize)
 	for blocks > 0 {
 		n := min(blocks, chunk)
-		if _, err := l.s.Do(ctx, l.lun, scsi.WriteSame16(lba, uint32(n), unmap), nil, zero); err != nil {
+		_, err := l.s.Do(ctx, l.lun, scsi.WriteSame16(lba, uint32(n), unmap), nil, zero)
+		l.wrote()
+		if err != nil {
 			return err
 		}
 		lba += n
