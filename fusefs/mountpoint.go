@@ -65,24 +65,58 @@ func isMountPoint(dir string) (bool, error) {
 	if st.Dev != parent.Dev {
 		return true, nil
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := ReadMountInfo()
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // no procfs: the device comparison is all we have
 	}
 	if err != nil {
 		return false, err
 	}
+	for _, m := range mounts {
+		if m.Dir == dir {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// MountInfo is one mount of /proc/self/mountinfo.
+type MountInfo struct {
+	Major, Minor uint32 // the device of the file system
+	Dir          string // the mount point
+	FSType       string // e.g. "ext4", "fuse.iscsifs"
+	Source       string // e.g. "/dev/loop3", "iscsifs"
+}
+
+// ReadMountInfo lists this process's mounts.
+func ReadMountInfo() ([]MountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
+	var out []MountInfo
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
-			return true, nil
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(tail) < 2 {
+			continue
 		}
+		maj, min, ok := strings.Cut(fields[2], ":")
+		major, err1 := strconv.ParseUint(maj, 10, 32)
+		minor, err2 := strconv.ParseUint(min, 10, 32)
+		if !ok || err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, MountInfo{
+			Major: uint32(major), Minor: uint32(minor),
+			Dir: unescapeMountinfo(fields[4]), FSType: tail[0], Source: unescapeMountinfo(tail[1]),
+		})
 	}
-	return false, sc.Err()
+	return out, sc.Err()
 }
 
 // unescapeMountinfo undoes the kernel's octal escapes (\040 for space, \011,
