@@ -70,7 +70,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "bench: building iscsifs and benchtool into $work" >&2
-go build -o "$work/iscsifs" ./cmd/iscsifs
+CGO_ENABLED=0 go build -o "$work/iscsifs" ./cmd/iscsifs
 go build -o "$work/benchtool" ./integration/benchtool
 
 "$work/benchtool" -iscsifs "$work/iscsifs" -dir "$work" \

@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 say "building iscsifs"
-go build -o bin/iscsifs ./cmd/iscsifs
+CGO_ENABLED=0 go build -o bin/iscsifs ./cmd/iscsifs
 
 work=$(mktemp -d /tmp/iscsifs-demo.XXXXXX)
 ctl=$(( (RANDOM % 20000) + 10000 ))

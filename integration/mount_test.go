@@ -885,7 +885,9 @@ func iscsifsBinaryNoRace(t testing.TB) string {
 	noRaceOnce.Do(func() {
 		dir := filepath.Dir(iscsifsBinary(t)) // removed by TestMain
 		noRacePath = filepath.Join(dir, "iscsifs-norace")
-		out, err := exec.Command("go", "build", "-o", noRacePath, "../cmd/iscsifs").CombinedOutput()
+		cmd := exec.Command("go", "build", "-o", noRacePath, "../cmd/iscsifs")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as `make build`: pure Go
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			noRaceErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -1057,6 +1059,16 @@ type statusJSON struct {
 			BlockSize int    `json:"block_size"`
 			ReadOnly  bool   `json:"read_only"`
 			Serial    string `json:"serial"`
+			Device    string `json:"device"`
+			Table     string `json:"partition_table"`
+			Parts     []struct {
+				Number int    `json:"number"`
+				Path   string `json:"path"`
+				Start  int64  `json:"start"`
+				Size   int64  `json:"size"`
+				Type   string `json:"type"`
+				Device string `json:"device"`
+			} `json:"partitions"`
 		} `json:"luns"`
 	} `json:"targets"`
 }

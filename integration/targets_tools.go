@@ -37,6 +37,11 @@ var toolPackages = map[string]string{
 	"umount":               "mount",
 	"debugfs":              "e2fsprogs",
 	"sha256sum":            "coreutils",
+	"sfdisk":               "fdisk",
+	"losetup":              "mount",
+	"mkfs.xfs":             "xfsprogs",
+	"xfs_repair":           "xfsprogs",
+	"fuse2fs":              "fuse2fs",
 }
 
 // sbinDirs are searched after $PATH: tgtd and istgt live in /usr/sbin, which a non-root

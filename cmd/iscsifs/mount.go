@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/iscsifs/iscsifs/fusefs"
 	"github.com/iscsifs/iscsifs/initiator"
 	"github.com/iscsifs/iscsifs/initiator/scsi"
+	"github.com/iscsifs/iscsifs/loopdev"
 )
 
 func mountCommand() *cli.Command {
@@ -36,6 +38,7 @@ func mountCommand() *cli.Command {
 			&cli.DurationFlag{Name: "flush-interval", Usage: "write dirty data back after this long", Value: 5 * time.Second},
 			&cli.IntFlag{Name: "queue-depth", Usage: "SCSI commands in flight per session", Value: 64},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount"},
+			&cli.BoolFlag{Name: "attach", Usage: "give each LUN and partition file a loop device (root); prints one line per device"},
 			&cli.StringFlag{Name: "memory-limit", Usage: "soft limit for the process's memory (Go GC target); default: cache sizes + 256MiB, 0 = none"},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9420)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the mount's life to this file", Hidden: true},
@@ -50,6 +53,9 @@ type lunFile struct {
 	lun      *initiator.LUN
 	path     string // in the mount: "lun1", or "IQN/lun1" for a portal mount
 	readOnly bool
+	m        *mounted
+	disk     diskState
+	dev      atomic.Pointer[loopdev.Device] // with --attach
 }
 
 // Size is the cache's idea of the size: it follows the LUN's capacity once
@@ -116,6 +122,7 @@ type sizeNotifier interface {
 // (a shrink drops cached and dirty data past the new end, which the target no
 // longer has) and the kernel forgets the file's old size.
 func (f *lunFile) resized(size int64, srv sizeNotifier, log zerolog.Logger) {
+	defer f.m.rescan(context.Background(), f, "capacity changed")
 	path := f.path
 	old := f.Cache.Size()
 	dropped, err := f.Cache.Resize(size)
@@ -147,6 +154,7 @@ type mounted struct {
 	memLimit int64         // --memory-limit: -1 automatic, 0 none
 	log      zerolog.Logger
 	srv      atomic.Pointer[fusefs.Server] // set once mounted, for size changes
+	devs     *devices                      // with --attach, else nil
 	rates    rateTracker                   // for the rates in stats.json
 
 	mu       sync.Mutex
@@ -177,10 +185,21 @@ func mountAction(c *cli.Context) error {
 	if _, err := fusefs.CheckMountpoint(mountpoint); err != nil {
 		return err
 	}
+	for fd, what := range map[int]string{1: "standard output", 2: "the log (standard error)"} {
+		if err := checkLogTarget(fd, what); err != nil {
+			return err
+		}
+	}
+	if c.Bool("attach") {
+		if err := loopdev.Available(); err != nil {
+			return fmt.Errorf("--attach: %w", err)
+		}
+	}
 	log, cfg, err := prepare(c, u)
 	if err != nil {
 		return err
 	}
+	becomeIOFlusher(log)
 	cfg.QueueDepth = c.Int("queue-depth")
 	copts, err := cacheOptions(c, log)
 	if err != nil {
@@ -219,8 +238,20 @@ func mountAction(c *cli.Context) error {
 	if err != nil {
 		return err // names the mountpoint
 	}
+	if c.Bool("attach") {
+		m.devs = newDevices(srv.Dir(), c.Bool("read-only"), log, c.App.Writer)
+	}
 	m.srv.Store(srv)
 	log.Info().Str("mountpoint", srv.Dir()).Int("files", len(entries)).Int("targets_on_first_use", len(lazy)).Msg("serving")
+	if m.devs != nil {
+		if err := m.attachAll(lazy); err != nil {
+			m.flush()
+			if uerr := srv.Unmount(); uerr != nil {
+				lazyUnmount(mountpoint)
+			}
+			return err
+		}
+	}
 	go m.rates.run(ctx, m)
 	if addr := c.String("metrics-addr"); addr != "" {
 		mctx, stopMetrics := context.WithCancel(context.Background())
@@ -238,21 +269,88 @@ func mountAction(c *cli.Context) error {
 	defer signal.Stop(sigs)
 	unmounted := make(chan struct{})
 	go func() { srv.Wait(); close(unmounted) }()
+	detached := make(chan struct{})
+	if m.devs != nil {
+		// Our loop devices hold files of the mount open, so a lazy unmount
+		// from outside leaves it served until they are detached.
+		go watchDetached(ctx, srv, detached)
+	}
 	select {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Msg("flushing and unmounting")
+		m.releaseDevices()
 		// Flush first: unmounting waits for no one, and dirty data must reach
 		// the target whatever happens to the mount.
 		m.flush()
-		if err := srv.Unmount(); err != nil {
+		if err := unmountRetry(srv); err != nil {
 			log.Warn().Err(err).Msg("unmount (retrying lazily)")
 			lazyUnmount(mountpoint)
 		}
+		<-unmounted
+	case <-detached:
+		log.Info().Msg("unmounted lazily from outside; releasing the devices")
+		m.releaseDevices()
+		m.flush()
 		<-unmounted
 	case <-unmounted:
 		log.Info().Msg("unmounted from outside; flushing")
 	}
 	return m.close()
+}
+
+// releaseDevices waits until no file system uses our devices (the daemon
+// keeps serving them meanwhile), then detaches them.
+func (m *mounted) releaseDevices() {
+	if m.devs == nil {
+		return
+	}
+	m.flush()
+	m.devs.waitFree(nil)
+	if err := m.devs.detachAll(); err != nil {
+		m.log.Error().Err(err).Msg("detaching devices")
+	}
+}
+
+// watchDetached closes detached when the mount has been lazily unmounted.
+func watchDetached(ctx context.Context, srv *fusefs.Server, detached chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if !srv.Mounted() {
+			close(detached)
+			return
+		}
+	}
+}
+
+// unmountRetry unmounts, retrying for a few seconds while the mount is busy:
+// a detached loop device lets go of its file asynchronously.
+func unmountRetry(srv *fusefs.Server) error {
+	var err error
+	for range 50 {
+		if err = srv.Unmount(); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+// attachAll attaches every file of the mount (--attach). A portal mount's
+// target directories are loaded first, from this goroutine: a load runs in
+// a LOOKUP, and attaching opens files in the mount.
+func (m *mounted) attachAll(lazy []fusefs.LazyDir) error {
+	srv := m.srv.Load()
+	for _, ld := range lazy {
+		if _, err := os.ReadDir(filepath.Join(srv.Dir(), ld.Path)); err != nil {
+			m.log.Warn().Err(err).Str("target", ld.Path).Msg("not attaching the LUNs of a target that cannot be opened")
+		}
+	}
+	_, files, _ := m.snapshot()
+	return m.devs.attachFiles(files)
 }
 
 // lazyUnmount detaches a busy mount; open files keep working until closed.
@@ -339,9 +437,10 @@ func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.
 			return fail(err)
 		}
 		name := fmt.Sprintf("lun%d", n)
-		f := &lunFile{Cache: cc, lun: l, path: dir + name, readOnly: m.readOnly}
+		f := &lunFile{Cache: cc, lun: l, path: dir + name, readOnly: m.readOnly, m: m}
 		files = append(files, f)
 		entries = append(entries, fusefs.Entry{Path: name, File: f})
+		entries = append(entries, m.initParts(ctx, f, name)...)
 	}
 	m.mu.Lock()
 	if m.closed {

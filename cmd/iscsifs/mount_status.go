@@ -9,6 +9,7 @@ import (
 
 	"github.com/iscsifs/iscsifs/cache"
 	"github.com/iscsifs/iscsifs/initiator"
+	"github.com/iscsifs/iscsifs/partition"
 )
 
 // The files a mount serves under MOUNTPOINT/.iscsifs/ (fusefs.Options.StatusFiles).
@@ -273,6 +274,37 @@ type lunStatus struct {
 	Product    string `json:"product"`
 	Serial     string `json:"serial"`
 	Identifier string `json:"identifier"`
+	Device     string `json:"device,omitempty"` // loop device with --attach
+	// PartitionTable is "dos", "gpt" or "" (none); each partition has a
+	// file at Path-partN.
+	PartitionTable string       `json:"partition_table"`
+	Partitions     []partStatus `json:"partitions"`
+}
+
+type partStatus struct {
+	Number int    `json:"number"`
+	Path   string `json:"path"`
+	Start  int64  `json:"start"` // bytes into the LUN
+	Size   int64  `json:"size"`
+	Type   string `json:"type"` // MBR type ("83") or GPT type GUID
+	Name   string `json:"name,omitempty"`
+	UUID   string `json:"uuid,omitempty"`
+	Device string `json:"device,omitempty"`
+}
+
+// partsStatus describes f's partition files.
+func partsStatus(f *lunFile) (partition.Scheme, []partStatus) {
+	f.disk.mu.Lock()
+	scheme := f.disk.scheme
+	f.disk.mu.Unlock()
+	out := []partStatus{}
+	for _, p := range f.partitions() {
+		out = append(out, partStatus{
+			Number: p.part.Number, Path: p.path, Start: p.part.Start, Size: p.part.Size,
+			Type: p.part.Type, Name: p.part.Name, UUID: p.part.UUID, Device: deviceOf(&p.dev),
+		})
+	}
+	return scheme, out
 }
 
 func (m *mounted) status() mountStatus {
@@ -285,16 +317,20 @@ func (m *mounted) status() mountStatus {
 			if f.lun.Session() != s {
 				continue
 			}
+			scheme, parts := partsStatus(f)
 			ts.LUNs = append(ts.LUNs, lunStatus{
-				LUN:        f.lun.Number(),
-				Path:       f.path,
-				Size:       f.Size(),
-				BlockSize:  f.lun.BlockSize(),
-				ReadOnly:   f.ReadOnly(),
-				Vendor:     f.lun.Inquiry.Vendor,
-				Product:    f.lun.Inquiry.Product,
-				Serial:     f.lun.Serial,
-				Identifier: f.lun.Identifier,
+				Device:         deviceOf(&f.dev),
+				PartitionTable: string(scheme),
+				Partitions:     parts,
+				LUN:            f.lun.Number(),
+				Path:           f.path,
+				Size:           f.Size(),
+				BlockSize:      f.lun.BlockSize(),
+				ReadOnly:       f.ReadOnly(),
+				Vendor:         f.lun.Inquiry.Vendor,
+				Product:        f.lun.Inquiry.Product,
+				Serial:         f.lun.Serial,
+				Identifier:     f.lun.Identifier,
 			})
 		}
 		out.Targets = append(out.Targets, ts)

@@ -81,8 +81,20 @@ func printStatus(w io.Writer, st mountStatus, stats mountStats) {
 			if l.ReadOnly {
 				ro = ", read-only"
 			}
-			fmt.Fprintf(w, "  %s: LUN %d, %s (%d-byte blocks%s), %s %s, serial %s\n",
-				l.Path, l.LUN, human(l.Size), l.BlockSize, ro, l.Vendor, l.Product, l.Serial)
+			dev := ""
+			if l.Device != "" {
+				dev = ", device " + l.Device
+			}
+			fmt.Fprintf(w, "  %s: LUN %d, %s (%d-byte blocks%s), %s %s, serial %s%s\n",
+				l.Path, l.LUN, human(l.Size), l.BlockSize, ro, l.Vendor, l.Product, l.Serial, dev)
+			for _, p := range l.Partitions {
+				dev := ""
+				if p.Device != "" {
+					dev = ", device " + p.Device
+				}
+				fmt.Fprintf(w, "    %s: %s partition %d at %d, %s, type %s%s\n",
+					p.Path, l.PartitionTable, p.Number, p.Start, human(p.Size), p.Type, dev)
+			}
 			if f, ok := stats.Files[l.Path]; ok {
 				hit := 0.0
 				if f.Hits+f.Misses > 0 {

@@ -1,0 +1,268 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sfdiskTable is the part of `sfdisk --json` the tests compare with.
+type sfdiskTable struct {
+	PartitionTable struct {
+		Label      string `json:"label"`
+		SectorSize int64  `json:"sectorsize"`
+		Partitions []struct {
+			Node  string `json:"node"`
+			Start int64  `json:"start"`
+			Size  int64  `json:"size"`
+			Type  string `json:"type"`
+			Name  string `json:"name"`
+		} `json:"partitions"`
+	} `json:"partitiontable"`
+}
+
+// sfdiskPart is one partition as sfdisk reports it, in bytes.
+type sfdiskPart struct {
+	Number      int
+	Start, Size int64
+	Type        string
+	Extended    bool
+}
+
+// sfdiskJSON runs `sfdisk --json` on path (an image or a block device).
+func sfdiskJSON(t testing.TB, path string) (label string, parts []sfdiskPart) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, Tool(t, "sfdisk"), "--json", path)
+	cmd.Stderr = &stderr // warnings, e.g. about a damaged primary GPT
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sfdisk --json %s: %v\n%s", path, err, stderr.String())
+	}
+	var st sfdiskTable
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("sfdisk --json %s: %v\n%s", path, err, out)
+	}
+	pt := st.PartitionTable
+	for _, p := range pt.Partitions {
+		i := len(p.Node) - 1
+		for i > 0 && p.Node[i-1] >= '0' && p.Node[i-1] <= '9' {
+			i--
+		}
+		n, err := strconv.Atoi(p.Node[i:])
+		if err != nil {
+			t.Fatalf("sfdisk node name %q", p.Node)
+		}
+		ext := pt.Label == "dos" && slices.Contains([]string{"5", "f", "85"}, strings.ToLower(p.Type))
+		parts = append(parts, sfdiskPart{Number: n, Start: p.Start * pt.SectorSize, Size: p.Size * pt.SectorSize, Type: p.Type, Extended: ext})
+	}
+	return pt.Label, parts
+}
+
+// runSfdisk writes a partition table with an sfdisk script.
+func runSfdisk(t testing.TB, path, script string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Tool(t, "sfdisk"), "--quiet", "--no-reread", "--no-tell-kernel", path)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk %s: %v\n%s", path, err, out)
+	}
+}
+
+// lunStatusOf returns the status.json entry of the file at path.
+func (m *mountProc) lunStatusOf(t testing.TB, path string) (lun struct {
+	Device, Table string
+	Parts         map[int][3]string // number -> start, size, device
+}) {
+	t.Helper()
+	lun.Parts = map[int][3]string{}
+	for _, tg := range m.status(t).Targets {
+		for _, l := range tg.LUNs {
+			if l.Path != path {
+				continue
+			}
+			lun.Device, lun.Table = l.Device, l.Table
+			for _, p := range l.Parts {
+				lun.Parts[p.Number] = [3]string{fmt.Sprint(p.Start), fmt.Sprint(p.Size), p.Device}
+			}
+			return lun
+		}
+	}
+	t.Fatalf("status.json has no LUN file %s", path)
+	return lun
+}
+
+// checkPartFiles checks that the part files of lun in the mount are exactly
+// sfdisk's partitions of image (extended ones excluded), with the same
+// offsets and sizes in status.json and the same sizes on stat.
+func checkPartFiles(t testing.TB, m *mountProc, lun, image string) {
+	t.Helper()
+	label, parts := sfdiskJSON(t, image)
+	st := m.lunStatusOf(t, lun)
+	if st.Table != label {
+		t.Errorf("%s: partition_table %q, sfdisk says %q", lun, st.Table, label)
+	}
+	want := map[int]sfdiskPart{}
+	for _, p := range parts {
+		if !p.Extended {
+			want[p.Number] = p
+		}
+	}
+	for n, p := range want {
+		got, ok := st.Parts[n]
+		if !ok {
+			t.Errorf("%s: no partition %d in status.json (sfdisk: start %d size %d)", lun, n, p.Start, p.Size)
+			continue
+		}
+		if got[0] != fmt.Sprint(p.Start) || got[1] != fmt.Sprint(p.Size) {
+			t.Errorf("%s partition %d: start %s size %s, sfdisk says %d %d", lun, n, got[0], got[1], p.Start, p.Size)
+		}
+		fi, err := os.Stat(m.path(fmt.Sprintf("%s-part%d", lun, n)))
+		if err != nil || fi.Size() != p.Size {
+			t.Errorf("%s-part%d: stat %v, size want %d", lun, n, err, p.Size)
+		}
+	}
+	for n := range st.Parts {
+		if _, ok := want[n]; !ok {
+			t.Errorf("%s: partition %d in status.json that sfdisk does not report", lun, n)
+		}
+	}
+	ents, err := os.ReadDir(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := 0
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), lun+"-part") {
+			files++
+		}
+	}
+	if files != len(want) {
+		t.Errorf("%s: %d part files in the mount, want %d", lun, files, len(want))
+	}
+}
+
+// TestPartitions: partition tables written by sfdisk through lunN give part
+// files with sfdisk's offsets and sizes, writes through a part file land in
+// the backing file at the partition's offset and read back through lunN, a
+// damaged primary GPT falls back to the backup, and wiping a table removes
+// the part files (tgtd, real FUSE).
+func TestPartitions(t *testing.T) {
+	RequireFUSE(t)
+	Tool(t, "sfdisk")
+	const iqn = "iqn.2026-12.lab:parts"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{
+		{LUN: 1, Size: 64 << 20}, // GPT
+		{LUN: 2, Size: 64 << 20}, // MBR with logical partitions
+		{LUN: 3, Size: 32 << 20}, // no table
+	}})
+	m := startMount(t, iscsifsBinary(t), "iscsi://"+tg.Portal+"/"+iqn)
+	for _, lun := range []string{"lun1", "lun2", "lun3"} {
+		if st := m.lunStatusOf(t, lun); len(st.Parts) != 0 || st.Table != "" {
+			t.Fatalf("%s: partitions on a blank LUN: %+v", lun, st)
+		}
+	}
+
+	runSfdisk(t, m.path("lun1"), "label: gpt\nsize=8MiB, name=alpha\nsize=16MiB, name=beta\nname=gamma\n")
+	checkPartFiles(t, m, "lun1", tg.BackingFile(iqn, 1))
+	runSfdisk(t, m.path("lun2"), "label: dos\nsize=8MiB, type=83\ntype=5\nsize=8MiB, type=83\ntype=83\n")
+	checkPartFiles(t, m, "lun2", tg.BackingFile(iqn, 2))
+	if st := m.lunStatusOf(t, "lun2"); len(st.Parts) != 3 || st.Parts[5] == [3]string{} || st.Parts[6] == [3]string{} {
+		t.Errorf("lun2: want partitions 1, 5 and 6, got %v", st.Parts)
+	}
+	mntRunTool(t, time.Minute, "mkfs.ext4", "-F", "-q", m.path("lun3"))
+	if st := m.lunStatusOf(t, "lun3"); len(st.Parts) != 0 {
+		t.Errorf("lun3 holds a file system on the whole disk, yet has partitions %v", st.Parts)
+	}
+
+	t.Run("write-through-part", func(t *testing.T) {
+		for _, tc := range []struct {
+			lun  int
+			part int
+		}{{1, 2}, {2, 5}, {2, 6}} {
+			lun := fmt.Sprintf("lun%d", tc.lun)
+			start, _ := strconv.ParseInt(m.lunStatusOf(t, lun).Parts[tc.part][0], 10, 64)
+			data := mntRandomBytes(3*4096 + 100)
+			const off = 12345
+			f, err := os.OpenFile(m.path(fmt.Sprintf("%s-part%d", lun, tc.part)), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(data, off); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			back := make([]byte, len(data))
+			bf, err := os.Open(tg.BackingFile(iqn, tc.lun))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = bf.ReadAt(back, start+off)
+			bf.Close()
+			if err != nil || !bytes.Equal(back, data) {
+				t.Errorf("%s-part%d: the backing file differs at %d+%d (%v)", lun, tc.part, start, off, err)
+			}
+			if got := mntReadFileAt(t, m.path(lun), len(data), start+off); !bytes.Equal(got, data) {
+				t.Errorf("%s-part%d: %s reads back different data at the partition's offset", lun, tc.part, lun)
+			}
+		}
+	})
+
+	t.Run("damaged-primary-gpt", func(t *testing.T) {
+		before := m.lunStatusOf(t, "lun1").Parts
+		f, err := os.OpenFile(m.path("lun1"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0xa5}, 512), 512); err != nil { // LBA 1: the primary header
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		after := m.lunStatusOf(t, "lun1").Parts
+		if len(after) != 3 || fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("after damaging the primary GPT: %v, want the same partitions as before: %v", after, before)
+		}
+		if !strings.Contains(m.output(), "backup GPT") {
+			t.Errorf("no log line about using the backup GPT")
+		}
+		// sfdisk agrees (it falls back to the backup as well).
+		checkPartFiles(t, m, "lun1", tg.BackingFile(iqn, 1))
+	})
+
+	t.Run("wiped-table", func(t *testing.T) {
+		f, err := os.OpenFile(m.path("lun2"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(make([]byte, 1<<20), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if st := m.lunStatusOf(t, "lun2"); len(st.Parts) != 0 {
+			t.Errorf("after wiping the MBR: partitions %v", st.Parts)
+		}
+		if _, err := os.Stat(m.path("lun2-part5")); !os.IsNotExist(err) {
+			t.Errorf("lun2-part5 after wiping the MBR: %v", err)
+		}
+	})
+	m.term(t)
+}
