@@ -188,39 +188,9 @@ func TestPartitions(t *testing.T) {
 	}
 
 	t.Run("write-through-part", func(t *testing.T) {
-		for _, tc := range []struct {
-			lun  int
-			part int
-		}{{1, 2}, {2, 5}, {2, 6}} {
-			lun := fmt.Sprintf("lun%d", tc.lun)
-			start, _ := strconv.ParseInt(m.lunStatusOf(t, lun).Parts[tc.part][0], 10, 64)
-			data := mntRandomBytes(3*4096 + 100)
-			const off = 12345
-			f, err := os.OpenFile(m.path(fmt.Sprintf("%s-part%d", lun, tc.part)), os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := f.WriteAt(data, off); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
-			back := make([]byte, len(data))
-			bf, err := os.Open(tg.BackingFile(iqn, tc.lun))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = bf.ReadAt(back, start+off)
-			bf.Close()
-			if err != nil || !bytes.Equal(back, data) {
-				t.Errorf("%s-part%d: the backing file differs at %d+%d (%v)", lun, tc.part, start, off, err)
-			}
-			if got := mntReadFileAt(t, m.path(lun), len(data), start+off); !bytes.Equal(got, data) {
-				t.Errorf("%s-part%d: %s reads back different data at the partition's offset", lun, tc.part, lun)
-			}
-		}
+		checkPartWrite(t, m, tg.BackingFile(iqn, 1), "lun1", 2)
+		checkPartWrite(t, m, tg.BackingFile(iqn, 2), "lun2", 5)
+		checkPartWrite(t, m, tg.BackingFile(iqn, 2), "lun2", 6)
 	})
 
 	t.Run("damaged-primary-gpt", func(t *testing.T) {
@@ -265,4 +235,38 @@ func TestPartitions(t *testing.T) {
 		}
 	})
 	m.term(t)
+}
+
+// checkPartWrite writes through part file lun-partN at an unaligned offset
+// and checks that the data is in the backing file at the partition's offset
+// and reads back through the LUN file.
+func checkPartWrite(t testing.TB, m *mountProc, backing, lun string, part int) {
+	t.Helper()
+	start, _ := strconv.ParseInt(m.lunStatusOf(t, lun).Parts[part][0], 10, 64)
+	data := mntRandomBytes(3*4096 + 100)
+	const off = 12345
+	f, err := os.OpenFile(m.path(fmt.Sprintf("%s-part%d", lun, part)), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	back := make([]byte, len(data))
+	bf, err := os.Open(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bf.ReadAt(back, start+off)
+	bf.Close()
+	if err != nil || !bytes.Equal(back, data) {
+		t.Errorf("%s-part%d: the backing file differs at %d+%d (%v)", lun, part, start, off, err)
+	}
+	if got := mntReadFileAt(t, m.path(lun), len(data), start+off); !bytes.Equal(got, data) {
+		t.Errorf("%s-part%d: %s reads back different data at the partition's offset", lun, part, lun)
+	}
 }
