@@ -773,3 +773,91 @@ func TestAttachTargetRestart(t *testing.T) {
 	}
 	mntRunTool(t, 2*time.Minute, "e2fsck", "-fn", tg.BackingFile(iqn, 1))
 }
+
+// TestAttachUnmountFromOutside: while devices are attached, fusermount3 -u
+// is refused (the devices hold the files) and the daemon goes on; a lazy
+// fusermount3 -u -z makes it detach its devices and exit 0. `iscsifs status`
+// names the devices. A partition that goes from the table loses its device.
+func TestAttachUnmountFromOutside(t *testing.T) {
+	requireAttach(t)
+	Tool(t, "sfdisk")
+	const iqn = "iqn.2026-12.lab:outside"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 64 << 20}}})
+	g := newDiskGuard(t)
+	m := startAttached(t, g, iscsifsBinary(t), "iscsi://"+tg.Portal+"/"+iqn)
+	dev := m.deviceOfFile(t, g, "lun1")
+	runSfdisk(t, dev, "label: gpt\nsize=8MiB\nsize=8MiB\n")
+	p1, p2 := m.deviceOfFile(t, g, "lun1-part1"), m.deviceOfFile(t, g, "lun1-part2")
+	out := runCLI(t, nil, "status", m.dir)
+	for _, d := range []string{dev, p1, p2} {
+		if !strings.Contains(out.stdout, "device "+d) {
+			t.Errorf("iscsifs status does not name %s:\n%s", d, out.stdout)
+		}
+	}
+	// The table loses partition 2: its file and device go.
+	runSfdisk(t, dev, "label: gpt\nsize=8MiB\n")
+	mntWaitFor(t, 20*time.Second, "lun1-part2's device detached", func() bool { return !loopBound(p2) })
+	if _, err := os.Stat(m.path("lun1-part2")); !os.IsNotExist(err) {
+		t.Errorf("lun1-part2 after its partition was deleted: %v", err)
+	}
+	if !loopBound(p1) {
+		t.Errorf("%s (lun1-part1, unchanged) was detached", p1)
+	}
+
+	if out, err := exec.Command("fusermount3", "-u", m.dir).CombinedOutput(); err == nil {
+		t.Errorf("fusermount3 -u succeeded while devices hold the files: %s", out)
+	}
+	select {
+	case <-m.done:
+		t.Fatalf("the daemon exited after a refused unmount:\n%s", mntTail(m.output(), 4<<10))
+	case <-time.After(time.Second):
+	}
+	mntRunTool(t, time.Minute, "fusermount3", "-u", "-z", m.dir)
+	if code := m.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("exit %d after a lazy unmount", code)
+	}
+	for _, d := range []string{dev, p1} {
+		if loopBound(d) {
+			t.Errorf("%s still bound after the daemon exited", d)
+		}
+	}
+}
+
+// TestAttachNotRoot: --attach as a user who cannot attach loop devices fails
+// with one line before anything is mounted.
+func TestAttachNotRoot(t *testing.T) {
+	requireAttach(t)
+	const iqn = "iqn.2026-12.lab:notroot"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 16 << 20}}})
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // so that nobody can run the binary
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "iscsifs")
+	data, err := os.ReadFile(iscsifsBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "mount", "--attach", "iscsi://"+tg.Portal+"/"+iqn, mnt)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	msg := strings.TrimSpace(string(out))
+	if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, "--attach") || !strings.Contains(msg, "root") {
+		t.Errorf("--attach as nobody: %v, %q; want one line about root and a non-zero exit", err, msg)
+	}
+	if mounted, _ := mntIsMounted(mnt); mounted {
+		_ = exec.Command("fusermount3", "-u", "-z", mnt).Run()
+		t.Errorf("%s is mounted after the refused --attach", mnt)
+	}
+}
