@@ -193,6 +193,15 @@ func (m *Server) Wait() {
 	<-m.done
 }
 
+// Mounted reports whether the file system is still attached at its
+// mountpoint: a lazy unmount from outside (fusermount3 -u -z, umount -l)
+// detaches it while open files, such as a loop device's, keep it served and
+// Wait waiting.
+func (m *Server) Mounted() bool {
+	ok, err := isMountPoint(m.dir)
+	return ok || err != nil
+}
+
 // Unmount unmounts cleanly (it fails while files are open). Flushing dirty
 // data is the caller's job, through the Files, before Unmount. Unmounting an
 // already unmounted file system is not an error.
