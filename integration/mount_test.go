@@ -1043,6 +1043,7 @@ func (m *mountProc) stats(t testing.TB) map[string]fileStatsJSON {
 }
 
 type statusJSON struct {
+	PID      int  `json:"pid"`
 	ReadOnly bool `json:"read_only"`
 	Targets  []struct {
 		Target string `json:"target"`

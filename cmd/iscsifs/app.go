@@ -21,6 +21,7 @@ import (
 // run executes the command line and returns the exit status. Errors are
 // printed as one line on stderr, never as a stack trace.
 func run(args []string, stdout, stderr io.Writer) int {
+	runArgs = args
 	app := newApp(stdout, stderr)
 	if err := app.Run(args); err != nil {
 		if msg := oneLine(err); msg != "" {
@@ -34,6 +35,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// runArgs is the command line being run, for mount --daemon to re-execute.
+var runArgs []string
 
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
@@ -53,6 +57,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			lsCommand(),
 			mountCommand(),
 			statusCommand(),
+			umountCommand(),
 			cpCommand(),
 			benchCommand(),
 		},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,7 +29,7 @@ import (
 func mountCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "mount",
-		Usage:     "mount LUNs as files (foreground; SIGINT/SIGTERM flush and unmount)",
+		Usage:     "mount LUNs as files (foreground unless -d; SIGINT/SIGTERM flush and unmount)",
 		ArgsUsage: "URL MOUNTPOINT",
 		Flags: append(commonFlags(), busyPollFlag(0),
 			&cli.BoolFlag{Name: "read-only", Usage: "refuse every write (EROFS)"},
@@ -39,6 +40,8 @@ func mountCommand() *cli.Command {
 			&cli.IntFlag{Name: "queue-depth", Usage: "SCSI commands in flight per session", Value: 64},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount"},
 			&cli.BoolFlag{Name: "attach", Usage: "give each LUN and partition file a loop device (root); prints one line per device"},
+			&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "return once the mount is ready and serve it in the background (its log goes to --log-file, or to " + defaultLogFile() + ")"},
+			&cli.StringFlag{Name: "log-file", Usage: "append the log to this file instead of standard error"},
 			&cli.StringFlag{Name: "memory-limit", Usage: "soft limit for the process's memory (Go GC target); default: cache sizes + 256MiB, 0 = none"},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9420)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the mount's life to this file", Hidden: true},
@@ -171,7 +174,31 @@ func (m *mounted) snapshot() ([]*initiator.Session, []*lunFile, []string) {
 	return slices.Clone(m.sessions), slices.Clone(m.files), slices.Clone(m.pending)
 }
 
-func mountAction(c *cli.Context) error {
+func mountAction(c *cli.Context) (err error) {
+	ready := newReadiness(zerolog.Nop())
+	defer func() {
+		if err != nil {
+			ready.failed(err)
+		}
+	}()
+	if c.Bool("daemon") && !isDaemonChild() {
+		if c.NArg() != 2 {
+			return fmt.Errorf("mount: want two arguments, URL and MOUNTPOINT")
+		}
+		logPath := c.String("log-file")
+		if logPath == "" {
+			logPath = defaultLogFile()
+		}
+		return startDaemon(runArgs, logPath, c.App.Writer)
+	}
+	if path := c.String("log-file"); path != "" && !isDaemonChild() {
+		f, err := openLogFile(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		c.App.ErrWriter = f
+	}
 	if c.NArg() != 2 {
 		return fmt.Errorf("mount: want two arguments, URL and MOUNTPOINT")
 	}
@@ -200,6 +227,7 @@ func mountAction(c *cli.Context) error {
 		return err
 	}
 	becomeIOFlusher(log)
+	ready.log = log
 	cfg.QueueDepth = c.Int("queue-depth")
 	copts, err := cacheOptions(c, log)
 	if err != nil {
@@ -239,7 +267,11 @@ func mountAction(c *cli.Context) error {
 		return err // names the mountpoint
 	}
 	if c.Bool("attach") {
-		m.devs = newDevices(srv.Dir(), c.Bool("read-only"), log, c.App.Writer)
+		var out io.Writer = c.App.Writer
+		if ready.pipe != nil {
+			out = ready // the waiting parent prints them
+		}
+		m.devs = newDevices(srv.Dir(), c.Bool("read-only"), log, out)
 	}
 	m.srv.Store(srv)
 	log.Info().Str("mountpoint", srv.Dir()).Int("files", len(entries)).Int("targets_on_first_use", len(lazy)).Msg("serving")
@@ -267,6 +299,8 @@ func mountAction(c *cli.Context) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	ready.ready()
+	defer ready.stopping()
 	unmounted := make(chan struct{})
 	go func() { srv.Wait(); close(unmounted) }()
 	detached := make(chan struct{})
@@ -278,6 +312,7 @@ func mountAction(c *cli.Context) error {
 	select {
 	case sig := <-sigs:
 		log.Info().Str("signal", sig.String()).Msg("flushing and unmounting")
+		ready.stopping()
 		m.releaseDevices()
 		// Flush first: unmounting waits for no one, and dirty data must reach
 		// the target whatever happens to the mount.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
 	"sync"
 	"time"
 
@@ -208,8 +209,11 @@ func ratesBetween(a, b rateSample) rates {
 
 // mountStatus is status.json: what the mount is connected to.
 type mountStatus struct {
-	ReadOnly bool           `json:"read_only"` // --read-only
-	Targets  []targetStatus `json:"targets"`
+	PID        int            `json:"pid"`        // of the daemon serving the mount
+	URL        string         `json:"url"`        // without secrets
+	Mountpoint string         `json:"mountpoint"` // absolute
+	ReadOnly   bool           `json:"read_only"`  // --read-only
+	Targets    []targetStatus `json:"targets"`
 }
 
 type targetStatus struct {
@@ -309,7 +313,10 @@ func partsStatus(f *lunFile) (partition.Scheme, []partStatus) {
 
 func (m *mounted) status() mountStatus {
 	sessions, files, pending := m.snapshot()
-	out := mountStatus{ReadOnly: m.readOnly, Targets: make([]targetStatus, 0, len(sessions)+len(pending))}
+	out := mountStatus{PID: os.Getpid(), URL: m.url.String(), ReadOnly: m.readOnly, Targets: make([]targetStatus, 0, len(sessions)+len(pending))}
+	if srv := m.srv.Load(); srv != nil {
+		out.Mountpoint = srv.Dir()
+	}
 	for _, s := range sessions {
 		st := s.Stats()
 		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State, Params: paramsStatus(s.Params()), Session: st, LUNs: []lunStatus{}}

@@ -6,24 +6,30 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/iscsifs/iscsifs/fusefs"
 )
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "status",
-		Usage:     "show a mount's sessions, negotiated parameters and I/O counters",
-		ArgsUsage: "MOUNTPOINT",
+		Usage:     "show a mount's sessions, negotiated parameters and I/O counters; without MOUNTPOINT, list every iscsifs mount",
+		ArgsUsage: "[MOUNTPOINT]",
 		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print status.json and stats.json as one JSON object"}},
 		Action:    statusAction,
 	}
 }
 
 func statusAction(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return listMounts(c)
+	}
 	if c.NArg() != 1 {
-		return fmt.Errorf("status: want exactly one argument, the mount point")
+		return fmt.Errorf("status: want at most one argument, the mount point")
 	}
 	dir := filepath.Join(c.Args().First(), ".iscsifs")
 	var st mountStatus
@@ -124,4 +130,97 @@ func human(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// mountSummary is one line of `iscsifs status` without a mount point.
+type mountSummary struct {
+	Mountpoint string            `json:"mountpoint"`
+	URL        string            `json:"url"` // without secrets
+	PID        int               `json:"pid"`
+	State      string            `json:"state"` // "serving", the targets' worst state, or why it is unknown
+	Devices    map[string]string `json:"devices"`
+}
+
+// statusReadTimeout bounds reading a mount's status.json: a mount whose
+// daemon hangs must not hang the listing.
+const statusReadTimeout = 5 * time.Second
+
+// listMounts prints every fuse.iscsifs mount of this mount namespace.
+func listMounts(c *cli.Context) error {
+	mounts, err := fusefs.ReadMountInfo()
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	out := []mountSummary{}
+	for _, m := range mounts {
+		if m.FSType != "fuse.iscsifs" {
+			continue
+		}
+		out = append(out, summarize(m.Dir))
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(w, "no iscsifs mounts")
+	}
+	for _, s := range out {
+		fmt.Fprintf(w, "%s  %s  pid %d  %s", s.Mountpoint, s.URL, s.PID, s.State)
+		paths := make([]string, 0, len(s.Devices))
+		for p := range s.Devices {
+			paths = append(paths, p)
+		}
+		sort.Strings(paths)
+		for _, p := range paths {
+			fmt.Fprintf(w, "  %s=%s", p, s.Devices[p])
+		}
+		fmt.Fprintln(w)
+	}
+	return nil
+}
+
+// summarize reads one mount's status.json, within statusReadTimeout.
+func summarize(dir string) mountSummary {
+	sum := mountSummary{Mountpoint: dir, Devices: map[string]string{}}
+	type result struct {
+		st  mountStatus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var st mountStatus
+		err := readJSON(filepath.Join(dir, ".iscsifs", statusFile), &st)
+		done <- result{st, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(statusReadTimeout):
+		sum.State = "not answering"
+		return sum
+	}
+	if r.err != nil {
+		sum.State = "daemon gone (" + oneLine(r.err) + ")"
+		return sum
+	}
+	sum.URL, sum.PID, sum.State = r.st.URL, r.st.PID, "serving"
+	for _, t := range r.st.Targets {
+		if t.State != "logged-in" && t.State != stateNotLoggedIn {
+			sum.State = t.Target + " " + t.State
+		}
+		for _, l := range t.LUNs {
+			if l.Device != "" {
+				sum.Devices[l.Path] = l.Device
+			}
+			for _, p := range l.Partitions {
+				if p.Device != "" {
+					sum.Devices[p.Path] = p.Device
+				}
+			}
+		}
+	}
+	return sum
 }
