@@ -6,20 +6,24 @@ FUZZ_SMOKE_SECONDS ?= 3
 # Seconds `make fuzz` spends in total, split evenly across all fuzz targets.
 FUZZ_TOTAL_SECONDS ?= 600
 
-.PHONY: all build test vet test-race fuzz-smoke fuzz bench demo lint clean
+.PHONY: all build deps test vet test-race fuzz-smoke fuzz bench demo lint clean
 
 all: build
 
 build:
 	$(GO) build -o bin/iscsifs ./cmd/iscsifs
 
-test: vet test-race fuzz-smoke
+test: deps vet test-race fuzz-smoke
+
+# deps installs the Debian packages the tests use when run as root (else it names what is missing).
+deps:
+	@bash .ci/install-deps
 
 vet:
 	$(GO) vet ./...
 
 test-race:
-	$(GO) test -race -count=1 -timeout 14m ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 # fuzz_targets prints "PACKAGE FUZZNAME" for every fuzz target of every package, found with
 # `go test -list`, so that new fuzzers are picked up without editing this file.

@@ -23,20 +23,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-# command → Debian package
-declare -A need=(
-	[tgtd]=tgt [tgtadm]=tgt [fusermount3]=fuse3 [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs
-	[losetup]=mount [jq]=jq
-)
-missing=()
-for cmd in "${!need[@]}"; do
-	command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
-	say "installing $pkgs"
-	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs
-fi
+.ci/install-deps # what the demo uses is among what the tests use
 
 say "building iscsifs"
 CGO_ENABLED=0 go build -o bin/iscsifs ./cmd/iscsifs
