@@ -235,6 +235,20 @@ func TestPartitions(t *testing.T) {
 		}
 	})
 	m.term(t)
+
+	// A portal mount shows the same partitions under the target's directory.
+	pm := startMount(t, iscsifsBinary(t), tg.PortalURL())
+	_, parts := sfdiskJSON(t, tg.BackingFile(iqn, 1))
+	for _, p := range parts {
+		fi, err := os.Stat(pm.path(fmt.Sprintf("%s/lun1-part%d", iqn, p.Number)))
+		if err != nil || fi.Size() != p.Size {
+			t.Errorf("portal mount: %s/lun1-part%d: %v (want size %d)", iqn, p.Number, err, p.Size)
+		}
+	}
+	if _, err := os.Stat(pm.path(iqn + "/lun2-part1")); !os.IsNotExist(err) {
+		t.Errorf("portal mount: lun2-part1 of the wiped table: %v", err)
+	}
+	pm.term(t)
 }
 
 // checkPartWrite writes through part file lun-partN at an unaligned offset
