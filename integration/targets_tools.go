@@ -28,6 +28,8 @@ var toolPackages = map[string]string{
 	"nbdfuse":              "libnbd-bin",
 	"fio":                  "fio",
 	"fusermount3":          "fuse3",
+	"mount.fuse3":          "fuse3",
+	"nsenter":              "util-linux",
 	"mkfs.ext4":            "e2fsprogs",
 	"e2fsck":               "e2fsprogs",
 	"stdbuf":               "coreutils",

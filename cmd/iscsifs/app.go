@@ -21,9 +21,13 @@ import (
 // run executes the command line and returns the exit status. Errors are
 // printed as one line on stderr, never as a stack trace.
 func run(args []string, stdout, stderr io.Writer) int {
+	args, err := mountHelperArgs(args) // mount.fuse3's and mount(8)'s form (fstab.go)
 	runArgs = args
 	app := newApp(stdout, stderr)
-	if err := app.Run(args); err != nil {
+	if err == nil && args != nil { // nil: mount -f, nothing to do
+		err = app.Run(args)
+	}
+	if err != nil {
 		if msg := oneLine(err); msg != "" {
 			fmt.Fprintf(stderr, "iscsifs: %s\n", msg)
 		}
