@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -283,4 +284,57 @@ func checkPartWrite(t testing.TB, m *mountProc, backing, lun string, part int) {
 	if got := mntReadFileAt(t, m.path(lun), len(data), start+off); !bytes.Equal(got, data) {
 		t.Errorf("%s-part%d: %s reads back different data at the partition's offset", lun, part, lun)
 	}
+}
+
+// TestPartitionsFollowCapacity: a partition that reaches past the end of the
+// LUN is cut at the end (as Linux does); when the LUN grows (tgtd restarted
+// on a longer backing file), the table is read again and the part file
+// grows with it.
+func TestPartitionsFollowCapacity(t *testing.T) {
+	RequireFUSE(t)
+	const iqn = "iqn.2026-12.lab:parts-grow"
+	const size, grown = 16 << 20, 24 << 20
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: size}}})
+	// An MBR by hand: partition 1 of 4 MiB at 1 MiB, partition 2 from 5 MiB
+	// to 24 MiB, past the end of the 16 MiB LUN.
+	mbr := make([]byte, 512)
+	entry := func(slot int, start, count uint32) {
+		e := mbr[446+16*slot:]
+		e[4] = 0x83
+		binary.LittleEndian.PutUint32(e[8:], start)
+		binary.LittleEndian.PutUint32(e[12:], count)
+	}
+	entry(0, 2048, 8192)
+	entry(1, 10240, grown/512-10240)
+	mbr[510], mbr[511] = 0x55, 0xaa
+	backing := tg.BackingFile(iqn, 1)
+	f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(mbr, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	m := startMount(t, iscsifsBinary(t), "iscsi://"+tg.Portal+"/"+iqn)
+	part2 := m.path("lun1-part2")
+	if fi, err := os.Stat(part2); err != nil || fi.Size() != size-10240*512 {
+		t.Fatalf("lun1-part2 on the 16 MiB LUN: %v, want it cut at the end (%d bytes)", err, size-10240*512)
+	}
+	tg.Kill()
+	if err := os.Truncate(backing, grown); err != nil {
+		t.Fatal(err)
+	}
+	tg.Restart()
+	// Touch the LUN so that the mount notices the new connection and capacity.
+	_, _ = exec.Command("dd", "if="+m.path("lun1"), "of=/dev/null", "bs=4k", "count=1", "skip=100", "iflag=direct").CombinedOutput()
+	mntWaitFor(t, 30*time.Second, "lun1-part2 to grow with the LUN", func() bool {
+		fi, err := os.Stat(part2)
+		return err == nil && fi.Size() == grown-10240*512
+	})
+	if fi, err := os.Stat(m.path("lun1-part1")); err != nil || fi.Size() != 8192*512 {
+		t.Errorf("lun1-part1 after the LUN grew: %v", err)
+	}
+	m.term(t)
 }
