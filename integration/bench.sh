@@ -2,13 +2,17 @@
 # make bench: iscsifs against the tools people would use instead, on the same
 # target and LUNs, in one run (issue 4, DESIGN.md "Performance method").
 #
-# Starts its own tgtd on 127.0.0.1 with a 1 GiB LUN of random data, a 1 GiB
-# LUN to write to and a --bstype null LUN; runs the eight figures with
+# Starts its own tgtd on 127.0.0.1 with a 1 GiB LUN of random data, two 1 GiB
+# LUNs to write to and a --bstype null LUN; runs the eleven figures with
 # alternating runs (median of BENCH_RUNS, default 5); prints one table and
-# writes it as JSON (BENCH_JSON, default bin/bench-results.json).
-# Needs root (tgtd, FUSE). Installs missing peers from Debian packages.
+# writes it as JSON (BENCH_JSON, default bin/bench-results.json). Figures 9
+# to 11 put ext4 on a loop device over the LUN; 9 copies BENCH_TREE (default
+# the Go source tree, $(go env GOROOT)/src) onto it.
+# Needs root (tgtd, FUSE, loop devices). Installs missing peers from Debian
+# packages.
 #
 #   BENCH_RUNS=5 BENCH_SECONDS=5 BENCH_ONLY=125 BENCH_DIR=/dev/shm make bench
+#   BENCH_ONLY=9,10,11 BENCH_TREE=/usr/local/go/src/net make bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +25,7 @@ fi
 declare -A need=(
 	[tgtd]=tgt [fusermount3]=fuse3 [iscsi-perf]=libiscsi-bin [qemu-img]=qemu-utils
 	[qemu-nbd]=qemu-utils [qemu-storage-daemon]=qemu-system-common [nbdfuse]=libnbd-bin [fio]=fio
+	[losetup]=mount [mkfs.ext4]=e2fsprogs
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -51,9 +56,21 @@ cleanup() {
 		kill -TERM "$tool_pid"
 		wait "$tool_pid"
 	fi
-	# What a killed benchtool left behind: its children's process groups and
-	# its mounts (listed in $work/pids), then anything still mounted below $work.
+	# What a killed benchtool left behind (listed in $work/pids), top of each
+	# stack first: file systems on loop devices; loop devices still attached
+	# to what they were attached to (the number may be someone else's by
+	# now); its children's process groups; its FUSE mounts. Then anything
+	# still mounted below $work.
 	if [ -f "$work/pids" ]; then
+		local kind what id
+		while read -r kind what; do
+			[ "$kind" = fs ] && { timeout 60 umount "$what" 2>/dev/null || umount -l "$what" 2>/dev/null; }
+		done <"$work/pids"
+		while read -r kind what id; do
+			[ "$kind" = loop ] || continue
+			[ "$(losetup --list --noheadings -O BACK-INO,BACK-MAJ:MIN "$what" 2>/dev/null | xargs)" = "$id" ] &&
+				timeout 60 losetup -d "$what"
+		done <"$work/pids"
 		while read -r kind what; do
 			case $kind in
 			pid) kill -KILL -- "-$what" 2>/dev/null; kill -KILL "$what" 2>/dev/null ;;
@@ -75,7 +92,8 @@ go build -o "$work/benchtool" ./integration/benchtool
 
 "$work/benchtool" -iscsifs "$work/iscsifs" -dir "$work" \
 	-json "${BENCH_JSON:-bin/bench-results.json}" \
-	-runs "${BENCH_RUNS:-5}" -seconds "${BENCH_SECONDS:-5}" -only "${BENCH_ONLY:-}" &
+	-runs "${BENCH_RUNS:-5}" -seconds "${BENCH_SECONDS:-5}" -only "${BENCH_ONLY:-}" \
+	-tree "${BENCH_TREE:-$(go env GOROOT)/src}" &
 tool_pid=$!
 status=0
 wait "$tool_pid" || status=$?

@@ -24,6 +24,10 @@ type bench struct {
 	reg   *registry
 	ctx   context.Context
 	start time.Time
+	// How the peer of figures 9 to 11 attaches its loop device: set by
+	// qsdPeer; qsdErr if no way keeps the data.
+	qsdDIO *bool
+	qsdErr error
 }
 
 // contestant is one tool measured in a figure; run returns one sample.
@@ -71,11 +75,32 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 	return res
 }
 
+// lastFigure is the number of the last figure.
+const lastFigure = 11
+
+// want reports whether -only selects the figure: it is a comma-separated
+// list of figure numbers, where a term that is no figure's number selects
+// the figure of each of its digits ("125" is 1, 2 and 5; "9,10,11" is 9, 10
+// and 11).
 func (b *bench) want(fig string) bool {
-	return b.cfg.only == "" || strings.Contains(b.cfg.only, fig)
+	if b.cfg.only == "" {
+		return true
+	}
+	for term := range strings.SplitSeq(b.cfg.only, ",") {
+		term = strings.TrimSpace(term)
+		if n, err := strconv.Atoi(term); err == nil && n >= 1 && n <= lastFigure {
+			if term == fig {
+				return true
+			}
+		} else if len(fig) == 1 && strings.Contains(term, fig) {
+			return true
+		}
+	}
+	return false
 }
 
-// all runs the figures of issue 4 in order.
+// all runs the figures of issue 4 in order, then those of a file system on
+// the disk (9 to 11).
 func (b *bench) all() []row {
 	var rows []row
 	secs := b.cfg.seconds
@@ -119,6 +144,21 @@ func (b *bench) all() []row {
 	}
 	if b.want("8") {
 		rows = append(rows, b.warm()...)
+	}
+	if b.want("9") {
+		rows = append(rows, b.fsCopy()...)
+	}
+	if b.want("10") {
+		r := b.contest("10", "IOPS",
+			contestant{b.qsdPeer(), b.fsRandWrite(b.attachQSD)},
+			contestant{"iscsifs --attach", b.fsRandWrite(b.attachOurs)})
+		rows = append(rows, ratioRows("10", fmt.Sprintf("ext4 on loop: fio 4 KiB rand write, fsync each, %d s", secs), "IOPS", r, 1.2)...)
+	}
+	if b.want("11") {
+		r := b.contest("11", "IOPS",
+			contestant{qsdName, b.fsRandRead(b.attachQSD, b.attachQSDDirect)},
+			contestant{"iscsifs --attach", b.fsRandRead(b.attachOurs, b.attachOurs)})
+		rows = append(rows, ratioRows("11", fmt.Sprintf("ext4 on loop: fio 4 KiB O_DIRECT rand read, cold, %d s", secs), "IOPS", r, 1.2)...)
 	}
 	return rows
 }
@@ -241,7 +281,10 @@ func (b *bench) restoring(url string) []row {
 }
 
 // sameFiles compares two files byte for byte.
-func sameFiles(a, b string) error {
+func sameFiles(a, b string) error { return sameBytes(a, b, -1) }
+
+// sameBytes compares the first n bytes of two files, all of them if n < 0.
+func sameBytes(a, b string, n int64) error {
 	fa, err := os.Open(a)
 	if err != nil {
 		return err
@@ -252,10 +295,14 @@ func sameFiles(a, b string) error {
 		return err
 	}
 	defer fb.Close()
+	ra, rb := io.Reader(fa), io.Reader(fb)
+	if n >= 0 {
+		ra, rb = io.LimitReader(fa, n), io.LimitReader(fb, n)
+	}
 	ba, bb := make([]byte, 4<<20), make([]byte, 4<<20)
 	for off := int64(0); ; off += int64(len(ba)) {
-		na, ea := io.ReadFull(fa, ba)
-		nb, eb := io.ReadFull(fb, bb)
+		na, ea := io.ReadFull(ra, ba)
+		nb, eb := io.ReadFull(rb, bb)
 		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
 			return fmt.Errorf("%s and %s differ after byte %d", a, b, off)
 		}
@@ -322,11 +369,16 @@ func (b *bench) mountNBD(ctx context.Context, lun int, writable bool) (*fuseMoun
 
 // mountOurs runs `iscsifs mount` with its defaults and --cache-size.
 func (b *bench) mountOurs(ctx context.Context, lun int, writable bool) (*fuseMount, error) {
+	return b.startOurs(ctx, lun, writable)
+}
+
+// startOurs runs `iscsifs mount` with --cache-size and the extra flags.
+func (b *bench) startOurs(ctx context.Context, lun int, writable bool, extra ...string) (*fuseMount, error) {
 	dir := filepath.Join(b.cfg.dir, "iscsifs-mnt")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	argv := []string{b.cfg.iscsifs, "mount", "--cache-size", fmt.Sprintf("%dMiB", b.cfg.cacheMiB)}
+	argv := append([]string{b.cfg.iscsifs, "mount", "--cache-size", fmt.Sprintf("%dMiB", b.cfg.cacheMiB)}, extra...)
 	if !writable {
 		argv = append(argv, "--read-only")
 	}
@@ -391,35 +443,52 @@ func (b *bench) coldRead(mount mountFunc) func(context.Context) (float64, error)
 func (b *bench) fioRandRead(mount mountFunc) func(context.Context) (float64, error) {
 	return func(ctx context.Context) (float64, error) {
 		return withMount(ctx, mount, 1, false, func(m *fuseMount) (float64, error) {
-			argv := []string{"fio", "--name=randread", "--filename=" + m.file, "--rw=randread", "--bs=4k",
-				"--runtime=" + strconv.Itoa(b.cfg.seconds), "--time_based", "--output-format=json", "--group_reporting"}
+			var engine []string
 			if _, err := b.reg.run(ctx, time.Minute, "dd", "if="+m.file, "of=/dev/null", "bs=4096", "count=1", "iflag=direct"); err == nil {
-				argv = append(argv, "--ioengine=libaio", "--iodepth=32", "--direct=1")
+				engine = []string{"--ioengine=libaio", "--iodepth=32", "--direct=1"}
 			} else {
 				logf("figure 6: %s refuses O_DIRECT: psync with 8 jobs", m.file)
-				argv = append(argv, "--ioengine=psync", "--numjobs=8", "--direct=0")
+				engine = []string{"--ioengine=psync", "--numjobs=8", "--direct=0"}
 			}
-			p, err := b.reg.run(ctx, time.Duration(b.cfg.seconds+120)*time.Second, argv...)
-			if err != nil {
-				return 0, err
-			}
-			var out struct {
-				Jobs []struct {
-					Error int `json:"error"`
-					Read  struct {
-						IOPS float64 `json:"iops"`
-					} `json:"read"`
-				} `json:"jobs"`
-			}
-			if err := json.Unmarshal([]byte(p.stdout.String()), &out); err != nil || len(out.Jobs) == 0 {
-				return 0, fmt.Errorf("fio --output-format=json: %v: %s", err, lastLine(p.output()))
-			}
-			if out.Jobs[0].Error != 0 {
-				return 0, fmt.Errorf("fio job error %d", out.Jobs[0].Error)
-			}
-			return out.Jobs[0].Read.IOPS, nil
+			return b.fio(ctx, "read", fioArgs("randread", m.file, b.cfg.seconds, engine...)...)
 		})
 	}
+}
+
+// fioArgs is a time-based fio job of 4 KiB requests; name is also its rw.
+func fioArgs(name, file string, seconds int, extra ...string) []string {
+	return append([]string{"fio", "--name=" + name, "--filename=" + file, "--rw=" + name, "--bs=4k",
+		"--runtime=" + strconv.Itoa(seconds), "--time_based", "--output-format=json", "--group_reporting"}, extra...)
+}
+
+// fio runs fio with --output-format=json and returns the IOPS of its
+// (grouped) job in direction dir, "read" or "write".
+func (b *bench) fio(ctx context.Context, dir string, argv ...string) (float64, error) {
+	p, err := b.reg.run(ctx, time.Duration(b.cfg.seconds+300)*time.Second, argv...)
+	if err != nil {
+		return 0, err
+	}
+	type side struct {
+		IOPS float64 `json:"iops"`
+	}
+	var out struct {
+		Jobs []struct {
+			Error int  `json:"error"`
+			Read  side `json:"read"`
+			Write side `json:"write"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(p.stdout.String()), &out); err != nil || len(out.Jobs) == 0 {
+		return 0, fmt.Errorf("fio --output-format=json: %v: %s", err, lastLine(p.output()))
+	}
+	job := out.Jobs[0]
+	if job.Error != 0 {
+		return 0, fmt.Errorf("fio job error %d", job.Error)
+	}
+	if dir == "write" {
+		return job.Write.IOPS, nil
+	}
+	return job.Read.IOPS, nil
 }
 
 // seqWrite is figure 7: 512 MiB of random data (from the first LUN's
@@ -473,10 +542,9 @@ func (b *bench) warm() []row {
 	}
 	peer, ours := r[0], r[1]
 	peer.runs, ours.runs = rss[peer.name], rss[ours.name]
-	rssRows := ratioRows("8", fmt.Sprintf("peak RSS of the FUSE daemon (iscsifs --cache-size %dMiB)", b.cfg.cacheMiB), "MiB", []result{peer, ours}, 0)
+	rssRows := compareRows("8", fmt.Sprintf("peak RSS of the FUSE daemon (iscsifs --cache-size %dMiB)", b.cfg.cacheMiB), "MiB", []result{peer, ours}, 0, true)
 	limit := float64(b.cfg.cacheMiB + 64)
 	for i := range rssRows {
-		rssRows[i].lowerIsBetter()
 		rssRows[i].Target = fmt.Sprintf("iscsifs ≤ %.0f MiB", limit)
 		if rssRows[i].Error == "" {
 			met := rssRows[i].OursMedian <= limit

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,21 +17,26 @@ import (
 	"time"
 )
 
-// registry knows every process and mount the bench has made, so that they
-// are all undone at the end, and lists them in a file for bench.sh.
+// registry knows every process, mount and loop device the bench has made,
+// so that they are all undone at the end, and lists them in a file for
+// bench.sh.
 type registry struct {
 	mu     sync.Mutex
 	path   string
 	pids   map[int]bool
-	mounts map[string]bool
+	mounts map[string]bool   // FUSE mounts
+	fs     map[string]bool   // file systems on loop devices (ext4), by mount point
+	loops  map[string]string // loop devices: what each was attached to (loopID)
 	live   map[*proc]bool
 }
 
 func newRegistry(path string) *registry {
-	return &registry{path: path, pids: map[int]bool{}, mounts: map[string]bool{}, live: map[*proc]bool{}}
+	return &registry{path: path, pids: map[int]bool{}, mounts: map[string]bool{},
+		fs: map[string]bool{}, loops: map[string]string{}, live: map[*proc]bool{}}
 }
 
-// save rewrites the list: "pid N" and "mount PATH" lines. mu must be held.
+// save rewrites the list: "pid N", "mount PATH", "fs PATH" and
+// "loop DEV INODE MAJ:MIN" lines. mu must be held.
 func (r *registry) save() {
 	var b strings.Builder
 	for pid := range r.pids {
@@ -37,6 +44,12 @@ func (r *registry) save() {
 	}
 	for m := range r.mounts {
 		fmt.Fprintf(&b, "mount %s\n", m)
+	}
+	for m := range r.fs {
+		fmt.Fprintf(&b, "fs %s\n", m)
+	}
+	for dev, id := range r.loops {
+		fmt.Fprintf(&b, "loop %s %s\n", dev, id)
 	}
 	_ = os.WriteFile(r.path, []byte(b.String()), 0o644)
 }
@@ -72,9 +85,24 @@ func (r *registry) dropMount(path string) {
 	r.save()
 }
 
-// cleanup stops what is still running (the process groups of the bench's
+// cleanup unmounts the file systems on loop devices and detaches the loop
+// devices, stops what is still running (the process groups of the bench's
 // children; tgtd is left to its Close) and detaches what is still mounted.
 func (r *registry) cleanup() {
+	r.mu.Lock()
+	fs := slices.Collect(maps.Keys(r.fs))
+	loops := slices.Collect(maps.Keys(r.loops))
+	r.mu.Unlock()
+	for _, dir := range fs {
+		if err := r.umountFS(dir); err != nil {
+			logf("cleanup: %v", err)
+		}
+	}
+	for _, dev := range loops {
+		if err := r.detachLoop(dev); err != nil {
+			logf("cleanup: %v", err)
+		}
+	}
 	r.mu.Lock()
 	live := make([]*proc, 0, len(r.live))
 	for p := range r.live {

@@ -46,11 +46,18 @@ func median(v []float64) float64 {
 // ratioRows makes one row per peer (every result but the last, which is
 // iscsifs). A target ratio applies to the best peer.
 func ratioRows(fig, what, unit string, res []result, target float64) []row {
+	return compareRows(fig, what, unit, res, target, false)
+}
+
+// compareRows is ratioRows, for a figure where less is better (seconds,
+// memory) if lower is set: the best peer is then the lowest, and the ratio
+// peer/iscsifs.
+func compareRows(fig, what, unit string, res []result, target float64, lower bool) []row {
 	ours := res[len(res)-1]
 	peers := res[:len(res)-1]
 	best := -1
 	for i, p := range peers {
-		if p.err == nil && len(p.runs) > 0 && (best < 0 || median(p.runs) > median(peers[best].runs)) {
+		if p.err == nil && len(p.runs) > 0 && (best < 0 || (median(p.runs) > median(peers[best].runs)) != lower) {
 			best = i
 		}
 	}
@@ -68,6 +75,9 @@ func ratioRows(fig, what, unit string, res []result, target float64) []row {
 		r.Error = strings.Join(errs, "; ")
 		if r.PeerMedian > 0 && r.OursMedian > 0 {
 			r.Ratio = r.OursMedian / r.PeerMedian
+		}
+		if lower {
+			r.lowerIsBetter()
 		}
 		if target > 0 {
 			if i == best || len(peers) == 1 {
