@@ -100,8 +100,12 @@ type Cache struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // fetch goroutines and the flusher
 
-	closeMu sync.RWMutex // held shared by every operation, exclusively by Close
-	closed  bool
+	// Operations register in ops (enter, leave); Close sets closed, after
+	// which enter refuses, and waits for ops to drop to 0 (leave signals
+	// idle once closed is set).
+	ops    atomic.Int64
+	closed atomic.Bool
+	idle   chan struct{} // capacity 1
 
 	mu          sync.Mutex
 	lru         *simplelru.LRU[int64, *block]
@@ -181,6 +185,7 @@ func New(dev Device, opts Options) (*Cache, error) {
 		dirtyBlocks:  make(map[int64]*block),
 		epoch:        time.Now(),
 		ghost:        newGhost(opts.Size),
+		idle:         make(chan struct{}, 1),
 	}
 	c.size.Store(size)
 	c.bg, c.cancel = context.WithCancel(context.Background())
@@ -197,15 +202,35 @@ func (c *Cache) BlockSize() int { return c.ss }
 
 // enter admits an operation; leave must follow when it returns true.
 func (c *Cache) enter() bool {
-	c.closeMu.RLock()
-	if c.closed {
-		c.closeMu.RUnlock()
+	c.ops.Add(1)
+	if c.closed.Load() {
+		c.leave()
 		return false
 	}
 	return true
 }
 
-func (c *Cache) leave() { c.closeMu.RUnlock() }
+func (c *Cache) leave() {
+	if c.ops.Add(-1) == 0 && c.closed.Load() {
+		select {
+		case c.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drain waits until no operation is in progress, or ctx ends; closed must
+// be set (so that none starts).
+func (c *Cache) drain(ctx context.Context) error {
+	for c.ops.Load() > 0 {
+		select {
+		case <-c.idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
 
 // acquire takes a device request slot.
 func (c *Cache) acquire(ctx context.Context) error {
@@ -280,7 +305,12 @@ func (c *Cache) Stats() Stats {
 // Invalidate drops clean data (e.g. after the device reconnected); dirty data
 // is kept. Blocks in use are dropped when their last user lets go, and new users
 // wait for that, so no read that starts after Invalidate sees the old data.
+// After Close it does nothing.
 func (c *Cache) Invalidate() {
+	if !c.enter() {
+		return
+	}
+	defer c.leave()
 	c.mu.Lock()
 	for _, b := range c.lru.Values() {
 		if b.refs > 0 {
@@ -293,23 +323,46 @@ func (c *Cache) Invalidate() {
 	c.resetStreams()
 }
 
-// Close writes back every dirty range, stops the flusher and waits for every
-// goroutine of the cache. It waits for operations in progress to finish; later
-// calls of any method return ErrClosed. If the final write-back fails the error
-// is returned and the dirty data is lost with the cache.
+// Close refuses new operations (they return ErrClosed, as does a second
+// Close), waits for those in progress to finish, writes back every dirty
+// range, stops the flusher and waits for every goroutine of the cache. If the
+// final write-back fails the error is returned and the dirty data is lost
+// with the cache.
+//
+// All of it is bounded by ctx: when ctx ends first, Close cancels the
+// cache's own device requests (read-ahead, fetches, write-back) and returns
+// ctx's error; dirty data not yet written is lost, and goroutines still
+// running end when the device answers.
 func (c *Cache) Close(ctx context.Context) error {
-	c.closeMu.Lock()
-	if c.closed {
-		c.closeMu.Unlock()
+	if c.closed.Swap(true) {
 		return ErrClosed
 	}
-	c.closed = true
-	c.closeMu.Unlock()
-
 	close(c.stop)
+	if err := c.drain(ctx); err != nil {
+		// Operations still run (and may start fetches): end the cache's own
+		// device requests and leave the rest to finish on their own.
+		c.cancel()
+		c.log.Warn().Err(err).Msg("cache closed while operations were still in progress")
+		return err
+	}
 	err := c.flush(ctx)
 	c.cancel()
-	c.wg.Wait()
+	// Every operation has left, so no fetch starts any more: nothing is
+	// added to wg while Close waits for it.
+	allDone := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(allDone)
+	}()
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		c.log.Warn().Err(ctx.Err()).Msg("cache closed before its device requests ended")
+		if err == nil {
+			err = ctx.Err()
+		}
+		return err
+	}
 
 	c.mu.Lock()
 	if c.dirtyBytes > 0 {

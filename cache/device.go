@@ -18,6 +18,10 @@ var (
 	// ErrOutOfRange is returned for writes that do not fit inside the device and
 	// for negative offsets.
 	ErrOutOfRange = errors.New("cache: offset out of range")
-	// ErrClosed is returned by every method once Close has been called.
+	// ErrClosed is returned, once Close has been called, by the methods that
+	// do I/O or change the cache: ReadAt, WriteAt, Flush, Sync, Resize and
+	// Close itself. Size, BlockSize and Stats have no error to return and
+	// keep answering (Stats with the counters as Close left them);
+	// Invalidate does nothing.
 	ErrClosed = errors.New("cache: closed")
 )

@@ -70,6 +70,9 @@ func (c *Cache) runFetch(f *fetch) {
 		}
 	}
 	if err != nil {
+		if c.bg.Err() != nil {
+			err = ErrClosed // Close gave up waiting and cancelled the read
+		}
 		err = fmt.Errorf("cache: read %d bytes at offset %d: %w", len(p), off, err)
 		c.log.Debug().Err(err).Msg("device read failed")
 	}

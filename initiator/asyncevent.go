@@ -85,17 +85,15 @@ func (c *conn) logoutRequested(param3 uint16) {
 	c.mu.Unlock()
 	c.log.Info().Uint8("event", pdu.AsyncEventLogoutRequest).Uint16("param3", param3).Dur("within", limit).
 		Msg("target requests a logout; letting the commands in flight finish, then logging out and in again")
-	c.wg.Add(1)
 	// A quarter of the time is left for the Logout Request to reach the
 	// target before it gives up on us.
-	go c.logoutOnRequest(limit-limit/4, cause)
+	c.goroutine(func() { c.logoutOnRequest(limit-limit/4, cause) })
 }
 
 // logoutOnRequest waits up to drain for the commands in flight, then logs
 // out and closes the connection. If the target drops the connection first,
 // ordinary recovery has already taken over.
 func (c *conn) logoutOnRequest(drain time.Duration, cause error) {
-	defer c.wg.Done()
 	deadline := time.NewTimer(drain)
 	defer deadline.Stop()
 	tick := time.NewTicker(drainPoll)

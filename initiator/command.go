@@ -110,15 +110,17 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 	if err != nil {
 		return nil, err
 	}
+	if c.hooks != nil && c.hooks.queued != nil {
+		c.hooks.queued()
+	}
 	dataOutDone := make(chan struct{})
-	if cmd.Write != nil && (unsolicitedEnd > len(imm) || t.r2ts != nil) {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer close(dataOutDone)
-			c.dataOut(t, len(imm), unsolicitedEnd)
-		}()
-	} else {
+	sendsData := cmd.Write != nil && (unsolicitedEnd > len(imm) || t.r2ts != nil)
+	if !sendsData || !c.goroutine(func() {
+		defer close(dataOutDone)
+		c.dataOut(t, len(imm), unsolicitedEnd)
+	}) {
+		// Nothing to send, or the connection is closing: it has failed
+		// the task, or is about to.
 		close(dataOutDone)
 	}
 
@@ -131,8 +133,7 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 			// Reads return as soon as the reader is out of the buffer; it
 			// discards further data. The abort runs first so that a reader
 			// stuck in a stalled Data-In is freed in bounded time.
-			c.wg.Add(1)
-			go func() { defer c.wg.Done(); c.abort(t, abortWait(timeout)) }()
+			c.goroutine(func() { c.abort(t, abortWait(timeout)) })
 			t.detach()
 			return nil, ctx.Err()
 		}
@@ -302,7 +303,6 @@ func (c *conn) endLUNTasks(lun [8]byte) {
 // connection instead of a timer per command: a deadline is checked within a
 // quarter of the timeout (at most a second) of passing.
 func (c *conn) sweepLoop(timeout time.Duration) {
-	defer c.wg.Done()
 	period := min(max(timeout/4, 50*time.Millisecond), time.Second)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
@@ -323,11 +323,7 @@ func (c *conn) sweepLoop(timeout time.Duration) {
 		}
 		c.mu.Unlock()
 		for _, t := range expired {
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				c.expire(t)
-			}()
+			c.goroutine(func() { c.expire(t) })
 		}
 	}
 }

@@ -61,12 +61,28 @@ type conn struct {
 	inflight atomic.Int32 // SCSI commands outstanding (observability, tests)
 	peak     atomic.Int32 // most SCSI commands outstanding at once
 
-	wg sync.WaitGroup // reader, keep-alive and Data-Out goroutines
+	// g starts every goroutine of the connection: reader, writer,
+	// keep-alive, sweeper, and the helpers they and the senders start.
+	g owner
 
-	onDead func(*conn, error) // called once, in its own goroutine, when the connection fails
-	// onSense gets the sense data of an Asynchronous Message (event 0), in
-	// its own goroutine; guarded by mu.
+	// onDead is called once when the connection fails, from the goroutine
+	// that failed it; it must not block. onSense gets the sense data of an
+	// Asynchronous Message (event 0), from the reader; it must not block
+	// either. Both are set before start.
+	onDead  func(*conn, error)
 	onSense func(lun uint64, sense []byte)
+
+	hooks *testHooks // nil outside tests
+}
+
+// testHooks stop a session's goroutines at chosen points so that tests can
+// produce interleavings that are otherwise a matter of luck. Every field
+// may be nil; the whole struct is nil outside tests (Config.hooks).
+type testHooks struct {
+	queued        func()      // a SCSI command was queued; its helper goroutines have not started
+	flushWait     func(*conn) // a sender found the send queue full and is about to wait (sendMu held)
+	writerFailing func()      // the writer's write failed; it is about to fail the connection
+	recovered     func()      // recovery logged in again and is about to install the connection
 }
 
 // loginState is what the login phase hands to Full Feature Phase.
@@ -115,18 +131,21 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery
 }
 
 func (c *conn) start(ka keepAlive) {
-	c.wg.Add(2)
-	go c.readLoop()
-	go c.writeLoop()
+	c.goroutine(c.readLoop)
+	c.goroutine(c.writeLoop)
 	if ka.interval > 0 {
-		c.wg.Add(1)
-		go c.keepAliveLoop(ka)
+		c.goroutine(func() { c.keepAliveLoop(ka) })
 	}
 	if ka.command > 0 {
-		c.wg.Add(1)
-		go c.sweepLoop(ka.command)
+		c.goroutine(func() { c.sweepLoop(ka.command) })
 	}
 }
+
+// goroutine runs f in a goroutine that close waits for. Once close has
+// begun it runs nothing and returns false: the connection is dead, so
+// whatever f was for (sending data, aborting a task, answering a ping) has
+// no use, and a goroutine started then could outlive close.
+func (c *conn) goroutine(f func()) bool { return c.g.goroutine(f) }
 
 // fail marks the connection dead, closes the socket and completes every
 // outstanding task with the error. Only the first call has an effect.
@@ -153,9 +172,14 @@ func (c *conn) fail(err error) {
 		t.detach()
 		c.finish(t, taskResult{err: err})
 	}
-	c.flushed.Broadcast() // senders waiting for the writer
+	// Senders waiting for the writer see the error. The broadcast holds the
+	// lock their wait is guarded by: a sender between its check of the
+	// error and its Wait would otherwise miss it and wait for ever.
+	c.sendMu.Lock()
+	c.flushed.Broadcast()
+	c.sendMu.Unlock()
 	if c.onDead != nil {
-		go c.onDead(c, err)
+		c.onDead(c, err)
 	}
 }
 
@@ -168,8 +192,16 @@ func (c *conn) deadErr() error {
 
 // close shuts the socket down and waits for the connection's goroutines.
 func (c *conn) close(err error) {
+	_ = c.closeWait(context.Background(), err)
+}
+
+// closeWait is close, waiting no longer than ctx allows. The goroutines
+// end promptly once the connection has failed (its socket is closed, and
+// every wait of theirs also ends when the connection dies).
+func (c *conn) closeWait(ctx context.Context, err error) error {
+	c.g.stop()
 	c.fail(err)
-	c.wg.Wait()
+	return c.g.wait(ctx)
 }
 
 // finish completes a task once; the task must already be out of c.tasks.
@@ -227,7 +259,8 @@ type sendOpts struct {
 // write so that a fast reply always finds its task. Once the target asked
 // for a logout, numbered commands are refused with errLogoutPending;
 // immediate ones (the Logout itself, pings, task management for the
-// commands in flight) still go out.
+// commands in flight) still go out. An error means t was not registered;
+// once it is, the outcome is how t ends.
 func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cmdSN, expStatSN uint32) pdu.Message) error {
 	for {
 		c.lockSend()
@@ -235,12 +268,12 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 		if c.err != nil {
 			err := c.err
 			c.mu.Unlock()
-			c.unlockSend()
+			c.unlockSend(false)
 			return err
 		}
 		if c.draining && !o.immediate {
 			c.mu.Unlock()
-			c.unlockSend()
+			c.unlockSend(false)
 			return errLogoutPending
 		}
 		if o.immediate || !o.gated || serialLessEq(c.cmdSN, c.maxCmdSN) {
@@ -265,11 +298,19 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 			}
 			expStatSN := c.expStatSN
 			c.mu.Unlock()
-			return c.writeAndUnlock(build(itt, cmdSN, expStatSN))
+			err := c.writeAndUnlock(build(itt, cmdSN, expStatSN), !o.immediate)
+			if t != nil {
+				// t is registered, so how it ends (its response, or the
+				// failure of the connection, which ends every registered
+				// task) is the outcome. The connection may have died just
+				// after the target answered: no error of this PDU.
+				return nil
+			}
+			return err
 		}
 		wait := c.windowCh
 		c.mu.Unlock()
-		c.unlockSend()
+		c.unlockSend(false)
 		select {
 		case <-wait:
 		case <-c.dead:
@@ -295,7 +336,7 @@ func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		c.unlockSend()
+		c.unlockSend(false)
 		return err
 	}
 	expStatSN := c.expStatSN
@@ -305,30 +346,36 @@ func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
 	if nop, ok := msg.(*pdu.NOPOut); ok {
 		nop.CmdSN = cmdSN
 	}
-	return c.writeAndUnlock(msg)
+	return c.writeAndUnlock(msg, true)
 }
 
 // lockSend takes the send lock.
 func (c *conn) lockSend() { c.sendMu.Lock() }
 
 // unlockSend wakes the writer for what was queued and releases the send
-// lock; a sender that finds too much queued waits for the writer first
-// (bounded memory).
-func (c *conn) unlockSend() {
+// lock. With wait, a sender that finds too much queued waits for the writer
+// first (bounded memory); senders of immediate PDUs (a logout, an abort, a
+// ping: a few bytes each) do not, so that they are not held up by the bulk
+// data of a target that stopped reading.
+func (c *conn) unlockSend(wait bool) {
 	if c.sq.size > 0 {
 		select {
 		case c.flushCh <- struct{}{}:
 		default:
 		}
 	}
-	for c.sq.size > sendMaxBatch && c.deadErr() == nil {
+	for wait && c.sq.size > sendMaxBatch && c.deadErr() == nil {
+		if c.hooks != nil && c.hooks.flushWait != nil {
+			c.hooks.flushWait(c)
+		}
 		c.flushed.Wait()
 	}
 	c.sendMu.Unlock()
 }
 
-// writeAndUnlock encodes and queues one PDU and releases the send lock.
-func (c *conn) writeAndUnlock(msg pdu.Message) error {
+// writeAndUnlock encodes and queues one PDU and releases the send lock
+// (waiting for the writer as unlockSend says).
+func (c *conn) writeAndUnlock(msg pdu.Message, wait bool) error {
 	c.wraw.AHS = c.wraw.AHS[:0]
 	c.wraw.Data = nil
 	err := msg.Encode(&c.wraw)
@@ -336,7 +383,7 @@ func (c *conn) writeAndUnlock(msg pdu.Message) error {
 		err = c.w.Write(&c.wraw)
 	}
 	c.wraw.Data = nil
-	c.unlockSend()
+	c.unlockSend(wait)
 	if err != nil {
 		c.fail(err)
 	}
@@ -394,7 +441,6 @@ func (c *conn) checkStatSN(statSN uint32) error {
 
 // readLoop is the connection's only reader.
 func (c *conn) readLoop() {
-	defer c.wg.Done()
 	var raw pdu.Raw
 	for {
 		ahs, err := c.r.ReadHeader(&raw.BHS)
@@ -615,13 +661,11 @@ func (c *conn) onNOPIn(m *pdu.NOPIn) error {
 	// never writes (a write could wait for the target, which waits for us).
 	ttt, lun := m.TTT, m.LUN
 	data := append([]byte(nil), m.Data...)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
+	c.goroutine(func() {
 		_ = c.sendUnnumbered(func(expStatSN uint32) pdu.Message {
 			return &pdu.NOPOut{Immediate: true, LUN: lun, ITT: pdu.ReservedTag, TTT: ttt, ExpStatSN: expStatSN, Data: data}
 		})
-	}()
+	})
 	return nil
 }
 
@@ -648,12 +692,8 @@ func (c *conn) onAsync(m *pdu.AsyncMsg) error {
 	case pdu.AsyncEventSCSI:
 		// Sense data for the LU, as a UNIT ATTENTION without a command.
 		sense, err := (&pdu.SCSIResponse{Data: m.Data}).SenseData()
-		c.mu.Lock()
-		onSense := c.onSense
-		c.mu.Unlock()
-		if err == nil && len(sense) > 0 && onSense != nil {
-			lun, sense := scsi.DecodeLUN(m.LUN), append([]byte(nil), sense...)
-			go onSense(lun, sense)
+		if err == nil && len(sense) > 0 && c.onSense != nil {
+			c.onSense(scsi.DecodeLUN(m.LUN), append([]byte(nil), sense...))
 		}
 	case pdu.AsyncEventTasksTerminated:
 		// No answer will come for the LU's tasks: end them so that they
@@ -724,7 +764,6 @@ func (e *RejectError) Temporary() bool {
 // keepAliveLoop pings an idle connection and fails it when the target does
 // not answer in time (RFC 7143 §11.18).
 func (c *conn) keepAliveLoop(ka keepAlive) {
-	defer c.wg.Done()
 	tick := time.NewTicker(ka.interval / 2)
 	defer tick.Stop()
 	for {

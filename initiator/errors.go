@@ -3,6 +3,8 @@ package initiator
 import (
 	"errors"
 	"fmt"
+
+	"github.com/iscsifs/iscsifs/initiator/pdu"
 )
 
 // LoginError is a login the target refused (RFC 7143 §11.13.5) or one that
@@ -35,23 +37,15 @@ func (e *LoginError) Temporary() bool { return e.Class == 3 }
 
 // IsAuthFailure reports an authentication or authorization failure.
 func (e *LoginError) IsAuthFailure() bool {
-	return e.Class == loginClassInitiator && (e.Detail == 0x01 || e.Detail == 0x02) || e.auth
+	return e.Class == pdu.LoginStatusInitiatorError && (e.Detail == 0x01 || e.Detail == 0x02) || e.auth
 }
-
-// Login status classes and details (RFC 7143 §11.13.5).
-const (
-	loginClassSuccess   = 0
-	loginClassRedirect  = 1
-	loginClassInitiator = 2
-	loginClassTarget    = 3
-)
 
 // LoginStatusText turns a Status-Class/Detail pair into words.
 func LoginStatusText(class, detail uint8) string {
 	switch class {
-	case loginClassSuccess:
+	case pdu.LoginStatusSuccess:
 		return "success"
-	case loginClassRedirect:
+	case pdu.LoginStatusRedirect:
 		switch detail {
 		case 0x01:
 			return "target moved temporarily"
@@ -59,7 +53,7 @@ func LoginStatusText(class, detail uint8) string {
 			return "target moved permanently"
 		}
 		return fmt.Sprintf("redirect (detail 0x%02x)", detail)
-	case loginClassInitiator:
+	case pdu.LoginStatusInitiatorError:
 		switch detail {
 		case 0x00:
 			return "initiator error (login rejected; with CHAP this usually means authentication failed)"
@@ -87,7 +81,7 @@ func LoginStatusText(class, detail uint8) string {
 			return "invalid request during login"
 		}
 		return fmt.Sprintf("initiator error (detail 0x%02x)", detail)
-	case loginClassTarget:
+	case pdu.LoginStatusTargetError:
 		switch detail {
 		case 0x00:
 			return "target error"

@@ -20,7 +20,6 @@ import (
 // in-memory disk with 512-byte blocks, and lets tests change its
 // negotiation answers and inject misbehaviour.
 type fakeTarget struct {
-	t  testing.TB
 	ln net.Listener
 
 	// Knobs, set before the initiator connects.
@@ -46,6 +45,7 @@ type fakeTarget struct {
 	onSCSI      func(c *fakeConn, m *pdu.SCSICommand) bool // answer a command itself (true) instead of executing it
 	serial      atomic.Pointer[string]                     // VPD 0x80 unit serial; nil: no VPD pages
 	modeWCE     atomic.Int32                               // MODE SENSE(10): 0 refused, 1 caching page with WCE=0, 2 with WCE=1
+	lastLBA16   atomic.Uint64                              // READ CAPACITY(16) answers this LAST LBA; 0: the command is refused
 	logins      atomic.Int32                               // logins that reached Full Feature Phase
 	scsiN       atomic.Int32                               // SCSI commands received (after onPDU)
 	isids       []loginRecord                              // every Login Request's ISID/TSIH, guarded by mu
@@ -66,16 +66,26 @@ type fakeTarget struct {
 }
 
 func newFakeTarget(t testing.TB, size int) *fakeTarget {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ft, err := listenFakeTarget(size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ft := &fakeTarget{t: t, ln: ln, disk: make([]byte, size), window: 32, splitDataIn: 8192, keys: map[string]string{}}
+	t.Cleanup(ft.close)
+	return ft
+}
+
+// listenFakeTarget is newFakeTarget for callers without a testing.TB (the
+// examples); they call close.
+func listenFakeTarget(size int) (*fakeTarget, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ft := &fakeTarget{ln: ln, disk: make([]byte, size), window: 32, splitDataIn: 8192, keys: map[string]string{}}
 	for i := range ft.disk {
 		ft.disk[i] = byte(i * 7)
 	}
-	t.Cleanup(ft.close)
-	return ft
+	return ft, nil
 }
 
 func (ft *fakeTarget) start() string {
@@ -639,6 +649,18 @@ func fixedSense(key, asc, ascq uint8) []byte {
 	return b
 }
 
+// growAnnounced adds n bytes to the disk and reports it to the initiator
+// on the last connection: an Asynchronous Message (event 0) with the sense
+// data of UNIT ATTENTION 2A/09, capacity data has changed.
+func (ft *fakeTarget) growAnnounced(n int) {
+	ft.mu.Lock()
+	ft.disk = append(ft.disk, make([]byte, n)...)
+	ft.mu.Unlock()
+	sense := fixedSense(0x06, 0x2a, 0x09)
+	data := binary.BigEndian.AppendUint16(nil, uint16(len(sense)))
+	ft.lastConn().sendAsync(pdu.AsyncEventSCSI, [8]byte{}, 0, 0, 0, append(data, sense...))
+}
+
 // sendAsync sends an Asynchronous Message (it takes a StatSN).
 func (c *fakeConn) sendAsync(event uint8, lun [8]byte, p1, p2, p3 uint16, data []byte) {
 	exp, max := c.window()
@@ -730,6 +752,7 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 	var blocks uint32
 	var data []byte
 	status := uint8(0)
+	var sense []byte
 	switch cdb[0] {
 	case 0x00, 0x35: // TEST UNIT READY, SYNCHRONIZE CACHE
 	case 0x12: // INQUIRY
@@ -741,7 +764,7 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 			case cdb[2] == 0x00:
 				data = []byte{0, 0x00, 0, 2, 0x00, 0x80}
 			case cdb[2] == 0x80:
-				data = append([]byte{0, 0x80, 0, byte(len(*serial))}, *serial...)
+				data = append(binary.BigEndian.AppendUint16([]byte{0, 0x80}, uint16(len(*serial))), *serial...)
 			default:
 				status = 2
 			}
@@ -762,6 +785,14 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 			}
 			data = append(binary.BigEndian.AppendUint16(nil, uint16(6+len(page))), 0, 0, 0, 0, 0, 0)
 			data = append(data, page...)
+		}
+	case 0x9e: // SERVICE ACTION IN(16): READ CAPACITY(16) only
+		if last := ft.lastLBA16.Load(); last != 0 && cdb[1]&0x1f == 0x10 {
+			data = binary.BigEndian.AppendUint64(nil, last)
+			data = binary.BigEndian.AppendUint32(data, 512)
+			data = append(data, make([]byte, 20)...)
+		} else {
+			status = 2
 		}
 	case 0x25: // READ CAPACITY(10)
 		data = make([]byte, 8)
@@ -815,8 +846,16 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		ft.mu.Lock()
 		copy(ft.disk[off:], buf)
 		ft.mu.Unlock()
+	case 0xa0: // REPORT LUNS: LUN 0 alone
+		data = []byte{0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	case 0x5e: // PERSISTENT RESERVE IN, READ KEYS: generation 0, no key
+		if cdb[1]&0x1f == 0 {
+			data = make([]byte, 8)
+		} else {
+			status, sense = 2, fixedSense(0x05, 0x24, 0x00) // INVALID FIELD IN CDB
+		}
 	default:
-		status = 2
+		status, sense = 2, fixedSense(0x05, 0x20, 0x00) // INVALID COMMAND OPERATION CODE
 	}
 	exp, max := c.window()
 	if len(data) > int(m.ExpectedDataTransferLength) {
@@ -840,7 +879,11 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		sent += n
 	}
 	c.sendStatus(func(stat uint32) pdu.Message {
-		return &pdu.SCSIResponse{Status: status, ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
+		r := &pdu.SCSIResponse{Status: status, ITT: m.ITT, StatSN: stat, ExpCmdSN: exp, MaxCmdSN: max}
+		if len(sense) > 0 {
+			r.SetSenseData(sense)
+		}
+		return r
 	})
 }
 

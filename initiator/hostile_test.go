@@ -1033,12 +1033,7 @@ func TestHostileAsyncCapacityChange(t *testing.T) {
 	s, l := fakeSession(t, ft, hostileConfig(t, nil))
 	resized := make(chan int64, 1)
 	l.OnResize(func(n int64) { resized <- n })
-	ft.mu.Lock()
-	ft.disk = append(ft.disk, make([]byte, 1<<20)...)
-	ft.mu.Unlock()
-	sense := fixedSense(byte(scsi.SenseUnitAttention), 0x2a, 0x09)
-	data := binary.BigEndian.AppendUint16(nil, uint16(len(sense)))
-	ft.lastConn().sendAsync(pdu.AsyncEventSCSI, scsi.EncodeLUN(0), 0, 0, 0, append(data, sense...))
+	ft.growAnnounced(1 << 20)
 	select {
 	case n := <-resized:
 		if n != 2<<20 || l.Size() != 2<<20 {

@@ -338,8 +338,8 @@ func (x *loginExchange) roundTrip(req *pdu.LoginReq) (*pdu.LoginResp, error) {
 	x.gotStatSN = true
 	x.last = resp
 	switch resp.StatusClass {
-	case loginClassSuccess:
-	case loginClassRedirect:
+	case pdu.LoginStatusSuccess:
+	case pdu.LoginStatusRedirect:
 		kvs, _ := pdu.ParseText(resp.Data)
 		addr, _ := pdu.Lookup(kvs, "TargetAddress")
 		hostPort, _, err := parseTargetAddress(addr)

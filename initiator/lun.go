@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/iscsifs/iscsifs/initiator/pdu"
 	"github.com/iscsifs/iscsifs/initiator/scsi"
 )
 
@@ -40,14 +42,9 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 		if err != nil {
 			return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: err}
 		}
-		if resp.Status == scsi.StatusGood || resp.Status == scsi.StatusConditionMet {
-			return resp.Transferred, nil
-		}
-		serr := &scsi.StatusError{Op: op, Status: resp.Status}
-		if len(resp.Sense) > 0 {
-			if sense, perr := scsi.ParseSense(resp.Sense); perr == nil {
-				serr.Sense = &sense
-			}
+		var serr *scsi.StatusError
+		if !errors.As(scsi.CheckStatus(cdb, resp.Status, resp.Sense), &serr) {
+			return resp.Transferred, nil // GOOD or CONDITION MET
 		}
 		wait := time.Duration(0)
 		switch {
@@ -96,7 +93,7 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 // methods are safe for concurrent use.
 type LUN struct {
 	s         *Session
-	ownsS     bool
+	ownsS     bool // opened by Open: Close logs the session out
 	lun       uint64
 	blockSize int
 	blocks    atomic.Uint64 // changes on a capacity-changed UNIT ATTENTION
@@ -118,7 +115,10 @@ type LUN struct {
 	readOnly     atomic.Bool // MODE SENSE WP; re-read on UA 2A/01 and after a reconnect
 	writeCache   atomic.Bool // MODE SENSE caching page WCE, likewise
 	modeKnown    atomic.Bool // MODE SENSE has answered once
-	force16      bool
+	// force16 makes every READ and WRITE a 16-byte command: set for a LUN
+	// of 2^32 blocks or more, as Linux's sd does (use_16_for_rw), so that
+	// such a LUN never sees the 10-byte commands.
+	force16 atomic.Bool
 
 	// writesDone counts finished data-changing commands (WRITE, UNMAP,
 	// WRITE SAME, failed ones included: part of their data may have
@@ -185,20 +185,23 @@ func (s *Session) Inquiry(ctx context.Context, lun uint64) (scsi.InquiryData, er
 
 // vpd reads one VPD page, re-issuing with the page's full length.
 func (s *Session) vpd(ctx context.Context, lun uint64, page uint8) ([]byte, error) {
+	return s.vpdWith(ctx, s.Execute, lun, page)
+}
+
+// vpdWith is vpd over any way of executing a command (recovery reads the
+// unit serial on a connection that is not installed yet).
+func (s *Session) vpdWith(ctx context.Context, exec func(context.Context, *Command) (*Response, error), lun uint64, page uint8) ([]byte, error) {
 	alloc := 255
 	for try := 0; try < 2; try++ {
 		buf := make([]byte, alloc)
-		n, err := s.Do(ctx, lun, scsi.Inquiry(true, page, uint16(alloc)), buf, nil)
+		n, err := s.do(ctx, exec, lun, scsi.Inquiry(true, page, uint16(alloc)), buf, nil)
 		if err != nil {
 			return nil, err
 		}
 		buf = buf[:n]
-		if len(buf) >= 4 {
-			full := 4 + int(buf[2])<<8 | int(buf[3])
-			if full > alloc && try == 0 {
-				alloc = min(full, 0xffff)
-				continue
-			}
+		if full := scsi.VPDLength(buf); full > alloc && try == 0 {
+			alloc = min(full, 0xffff)
+			continue
 		}
 		return buf, nil
 	}
@@ -207,7 +210,7 @@ func (s *Session) vpd(ctx context.Context, lun uint64, page uint8) ([]byte, erro
 
 func (l *LUN) readVPD(ctx context.Context) error {
 	s := l.s
-	b, err := s.vpd(ctx, l.lun, 0x00)
+	b, err := s.vpd(ctx, l.lun, scsi.VPDSupportedPages)
 	if err != nil {
 		// VPD is optional (SPC-2 devices): work without it.
 		s.log.Debug().Err(err).Msg("no VPD pages")
@@ -220,7 +223,7 @@ func (l *LUN) readVPD(ctx context.Context) error {
 	l.VPDPages = pages
 	for _, p := range pages {
 		switch p {
-		case 0x80, 0x83, 0xb0, 0xb2:
+		case scsi.VPDUnitSerial, scsi.VPDDeviceIdentification, scsi.VPDBlockLimits, scsi.VPDLogicalBlockProvisioning:
 		default:
 			continue
 		}
@@ -230,15 +233,15 @@ func (l *LUN) readVPD(ctx context.Context) error {
 			continue
 		}
 		switch p {
-		case 0x80:
+		case scsi.VPDUnitSerial:
 			l.Serial, _ = scsi.ParseUnitSerial(b)
-		case 0x83:
+		case scsi.VPDDeviceIdentification:
 			if ds, err := scsi.ParseDeviceIdentification(b); err == nil {
 				l.Identifier = scsi.LUIdentifier(ds)
 			}
-		case 0xb0:
+		case scsi.VPDBlockLimits:
 			l.Limits, _ = scsi.ParseBlockLimits(b)
-		case 0xb2:
+		case scsi.VPDLogicalBlockProvisioning:
 			l.Provisioning, _ = scsi.ParseLogicalBlockProvisioning(b)
 		}
 	}
@@ -276,6 +279,7 @@ func (l *LUN) readCapacity(ctx context.Context) error {
 		l.lbpme = c.LBPME
 	}
 	l.blocks.Store(c.LastLBA + 1)
+	l.force16.Store(c.LastLBA >= math.MaxUint32)
 	return nil
 }
 
@@ -530,11 +534,11 @@ func (l *LUN) rwOne(ctx context.Context, p []byte, off int64, write bool) error 
 	lba := uint64(off / bs)
 	blocks := uint32(int64(len(p)) / bs)
 	if write {
-		_, err := l.s.Do(ctx, l.lun, scsi.Write(lba, blocks, false, l.force16), nil, p)
+		_, err := l.s.Do(ctx, l.lun, scsi.Write(lba, blocks, false, l.force16.Load()), nil, p)
 		l.wrote()
 		return err
 	}
-	n, err := l.s.Do(ctx, l.lun, scsi.Read(lba, blocks, false, l.force16), p, nil)
+	n, err := l.s.Do(ctx, l.lun, scsi.Read(lba, blocks, false, l.force16.Load()), p, nil)
 	if err != nil {
 		return err
 	}
@@ -566,10 +570,50 @@ func (s *Session) ReportLUNs(ctx context.Context) ([]uint64, error) {
 	return nil, &CommandError{Target: s.target, Op: "REPORT LUNS", Err: errors.New("LUN list keeps growing")}
 }
 
-// Close closes the LUN; a LUN opened with Open also logs its session out.
+// Close closes a LUN opened with Open: it logs its session out (Session.Close
+// says how long that may take). For a LUN of Session.OpenLUN it does nothing:
+// the session is the program's to close.
 func (l *LUN) Close() error {
 	if l.ownsS {
 		return l.s.Close(context.Background())
 	}
 	return nil
+}
+
+// Execute sends one SCSI command that the LUN's methods do not wrap (e.g.
+// PERSISTENT RESERVE IN, REPORT SUPPORTED OPERATION CODES) and returns how
+// many bytes the target returned into dataIn. cdb is the command descriptor
+// block (6 to 260 bytes); dataIn receives the command's data from the
+// target, and its length is the most the target may send (make it match
+// the CDB's ALLOCATION LENGTH); dataOut is the data the command sends. At
+// most one of dataIn and dataOut may be non-empty; neither may be used by
+// another goroutine until Execute returns.
+//
+// A status other than GOOD or CONDITION MET is a *CommandError wrapping a
+// *scsi.StatusError, whose Sense holds the decoded sense data (errors.As);
+// errors.Is matches the scsi package's sentinels (scsi.ErrInvalidOpcode,
+// scsi.ErrReservation ...). As for the LUN's own commands, UNIT ATTENTION,
+// BUSY, TASK SET FULL, NOT READY while becoming ready and ABORTED COMMAND are
+// retried within bounds, and a command caught by a connection loss is
+// issued again on the new connection: use Execute for commands that may be
+// carried out twice. The library cannot tell whether a command changed the
+// LUN's data, so the next Sync sends SYNCHRONIZE CACHE in any case.
+func (l *LUN) Execute(ctx context.Context, cdb, dataIn, dataOut []byte) (int, error) {
+	switch {
+	case len(cdb) < 6 || len(cdb) > pdu.MaxCDBLength:
+		return 0, fmt.Errorf("initiator: Execute: a CDB of %d bytes (want 6 to %d)", len(cdb), pdu.MaxCDBLength)
+	case len(dataIn) > 0 && len(dataOut) > 0:
+		return 0, fmt.Errorf("initiator: Execute: %s with both data-in and data-out buffers (bidirectional commands are not supported)", scsi.OpName(cdb))
+	case uint64(max(len(dataIn), len(dataOut))) > math.MaxUint32:
+		return 0, fmt.Errorf("initiator: Execute: %s: more than 4 GiB of data", scsi.OpName(cdb))
+	}
+	var in, out []byte // nil unless used: Command tells the direction by nil
+	if len(dataIn) > 0 {
+		in = dataIn
+	}
+	if len(dataOut) > 0 {
+		out = dataOut
+	}
+	defer l.wrote()
+	return l.s.Do(ctx, l.lun, cdb, in, out)
 }

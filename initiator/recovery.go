@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iscsifs/iscsifs/initiator/pdu"
 	"github.com/iscsifs/iscsifs/initiator/scsi"
 )
 
@@ -48,19 +49,33 @@ func (e *SessionUnavailableError) Unwrap() error { return e.Cause }
 // identity (serial number or designator): I/O to it would go to another disk.
 var ErrDeviceChanged = errors.New("LUN identity changed after reconnect")
 
-// install makes c the session's connection and watches it for failure.
+// install makes c the session's connection (its failure starts recovery:
+// see connectOnce).
 func (s *Session) install(c *conn) {
-	if !s.discovery {
-		c.onDead = s.connDead
-		c.mu.Lock()
-		c.onSense = s.asyncSense
-		c.mu.Unlock()
-	}
 	s.mu.Lock()
+	s.installLocked(c)
+	s.mu.Unlock()
+}
+
+func (s *Session) installLocked(c *conn) {
 	s.conn = c
 	s.unavailable = nil
 	s.broadcastLocked()
-	s.mu.Unlock()
+}
+
+// installRecovered installs the connection recovery opened, unless the
+// session was closed meanwhile: the check and the install are one step, so
+// a Close cannot come in between and miss the new connection.
+func (s *Session) installRecovered(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.reconnects++
+	s.recovering = false
+	s.installLocked(c)
+	return true
 }
 
 // broadcastLocked wakes everyone waiting in connFor; s.mu must be held.
@@ -137,6 +152,7 @@ func (s *Session) connFor(ctx context.Context) (*conn, error) {
 }
 
 // connDead starts recovery for c unless it already runs or c was replaced.
+// It does not block: the connection calls it when it fails.
 func (s *Session) connDead(c *conn, cause error) {
 	s.mu.Lock()
 	if s.closed || s.conn != c || s.recovering {
@@ -151,10 +167,13 @@ func (s *Session) connDead(c *conn, cause error) {
 	} else {
 		s.log.Warn().Err(cause).Msg("connection lost; reconnecting")
 	}
-	go s.recoverLoop(c, cause)
+	// Refused only when Close came in between: then nothing is to recover.
+	s.goroutine(func(ctx context.Context) { s.recoverLoop(ctx, c, cause) })
 }
 
-func (s *Session) recoverLoop(dead *conn, cause error) {
+// recoverLoop logs in again until it succeeds, the device changed, or ctx
+// (the session's) ends with Close.
+func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 	dead.close(cause) // wait for its goroutines
 	since := time.Now()
 	// The first attempt at once, unless the target announced the drop with
@@ -165,19 +184,29 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 		delay = time.Until(planned.at.Add(planned.time2Wait))
 		s.log.Info().Dur("time2wait", planned.time2Wait).Msg("waiting Time2Wait before logging in again, as the target asked")
 	}
-	// The replacement timeout runs on its own timer, so that it also expires
-	// while a login attempt hangs on a silent portal, not only between
-	// attempts.
+	// The replacement timeout runs in a goroutine of its own, so that it
+	// also expires while a login attempt hangs on a silent portal, not only
+	// between attempts.
 	var lastMu sync.Mutex
 	var last error
 	if s.cfg.ReplacementTimeout > 0 {
-		t := time.AfterFunc(s.cfg.ReplacementTimeout, func() {
+		ended := make(chan struct{})
+		defer close(ended)
+		s.goroutine(func(ctx context.Context) {
+			t := time.NewTimer(s.cfg.ReplacementTimeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ended:
+				return
+			case <-ctx.Done():
+				return
+			}
 			lastMu.Lock()
 			l := last
 			lastMu.Unlock()
 			s.markUnavailable(since, cause, l)
 		})
-		defer t.Stop()
 	} else {
 		s.markUnavailable(since, cause, nil)
 	}
@@ -187,26 +216,16 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 			timer := time.NewTimer(delay)
 			select {
 			case <-timer.C:
-			case <-s.stop:
+			case <-ctx.Done():
 				timer.Stop()
 				return
 			}
 		}
 		backoff = min(max(backoff*2, reconnectFirstDelay), reconnectMaxDelay)
 		delay = backoff
-		select {
-		case <-s.stop:
+		if ctx.Err() != nil {
 			return
-		default:
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		c, err := s.connect(ctx)
 		if err == nil {
 			err = s.revalidate(ctx, c)
@@ -214,18 +233,14 @@ func (s *Session) recoverLoop(dead *conn, cause error) {
 				c.close(err)
 			}
 		}
-		cancel()
 		if err == nil {
-			s.mu.Lock()
-			if s.closed {
-				s.mu.Unlock()
+			if h := s.cfg.hooks; h != nil && h.recovered != nil {
+				h.recovered()
+			}
+			if !s.installRecovered(c) {
 				c.close(ErrSessionClosed)
 				return
 			}
-			s.reconnects++
-			s.recovering = false
-			s.mu.Unlock()
-			s.install(c)
 			s.log.Info().Int("attempt", attempt).Dur("after", time.Since(since).Round(time.Millisecond)).Msg("session re-established")
 			s.recheckLUNs()
 			return
@@ -287,12 +302,11 @@ func (s *Session) revalidate(ctx context.Context, c *conn) error {
 		if l.Serial == "" {
 			continue
 		}
-		buf := make([]byte, 255)
-		got, err := s.do(ctx, exec, n, scsi.Inquiry(true, 0x80, 255), buf, nil)
+		page, err := s.vpdWith(ctx, exec, n, scsi.VPDUnitSerial)
 		if err != nil {
 			return err
 		}
-		serial, err := scsi.ParseUnitSerial(buf[:got])
+		serial, err := scsi.ParseUnitSerial(page)
 		if err != nil || serial != l.Serial {
 			return fmt.Errorf("%w: LUN %d serial %q, was %q", ErrDeviceChanged, n, serial, l.Serial)
 		}
@@ -309,7 +323,8 @@ func (s *Session) rememberLUN(l *LUN) {
 }
 
 // asyncSense acts on sense data the target sent in an Asynchronous Message
-// as on the same UNIT ATTENTION for a command.
+// as on the same UNIT ATTENTION for a command. It runs in the connection's
+// reader and does not block (the refreshes run in their own goroutines).
 func (s *Session) asyncSense(lun uint64, b []byte) {
 	sense, err := scsi.ParseSense(b)
 	if err != nil {
@@ -338,10 +353,10 @@ func (s *Session) recheckLUNs() {
 	}
 	s.mu.Unlock()
 	for _, l := range luns {
-		go func() {
-			l.refreshCapacity(context.Background())
-			l.refreshMode(context.Background())
-		}()
+		s.goroutine(func(ctx context.Context) {
+			l.refreshCapacity(ctx)
+			l.refreshMode(ctx)
+		})
 	}
 }
 
@@ -349,7 +364,7 @@ func (s *Session) recheckLUNs() {
 // (it runs commands itself, so not from inside the command that saw the UA).
 func (s *Session) capacityChanged(lun uint64) {
 	if l := s.openedLUN(lun); l != nil {
-		go l.refreshCapacity(context.Background())
+		s.goroutine(l.refreshCapacity)
 	}
 }
 
@@ -357,7 +372,7 @@ func (s *Session) capacityChanged(lun uint64) {
 // of an opened LUN in the background.
 func (s *Session) modeChanged(lun uint64) {
 	if l := s.openedLUN(lun); l != nil {
-		go l.refreshMode(context.Background())
+		s.goroutine(l.refreshMode)
 	}
 }
 
@@ -372,7 +387,7 @@ func (s *Session) openedLUN(lun uint64) *LUN {
 // missing target): logging in with the same ISID will keep failing.
 func refusesReinstatement(err error) bool {
 	var le *LoginError
-	if !errors.As(err, &le) || le.Class != loginClassInitiator || le.auth {
+	if !errors.As(err, &le) || le.Class != pdu.LoginStatusInitiatorError || le.auth {
 		return false
 	}
 	switch le.Detail {

@@ -74,7 +74,6 @@ func (w queueWriter) Write(p []byte) (int, error) { return w.c.sq.Write(p) }
 
 // writeLoop is the connection's only writer of the socket.
 func (c *conn) writeLoop() {
-	defer c.wg.Done()
 	for {
 		select {
 		case <-c.flushCh:
@@ -99,9 +98,12 @@ func (c *conn) writeLoop() {
 		q.reset()
 		c.sendMu.Lock()
 		c.spare = q
-		c.sendMu.Unlock()
 		c.flushed.Broadcast()
+		c.sendMu.Unlock()
 		if err != nil {
+			if c.hooks != nil && c.hooks.writerFailing != nil {
+				c.hooks.writerFailing()
+			}
 			c.fail(err)
 			return
 		}

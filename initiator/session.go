@@ -47,9 +47,13 @@ type Config struct {
 	// mount, where the kernel and the application need it). Waits longer
 	// than BusyPoll turn it off until waits are short again.
 	BusyPoll time.Duration
-	Logger   zerolog.Logger
+	// Logger receives the library's log events. The zero Logger discards
+	// them: a program that configures nothing sees no output.
+	Logger zerolog.Logger
 	// Dial opens the TCP connection (default: net.Dialer with TCP keep-alive).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+
+	hooks *testHooks // tests only
 }
 
 func (c *Config) withDefaults() Config {
@@ -96,6 +100,12 @@ type Session struct {
 	log       zerolog.Logger
 	queue     *queueLimit
 
+	// g starts the session's own goroutines (recovery, LUN refreshes); bg
+	// is their context. Close cancels it with stopBg and waits for them.
+	g      owner
+	bg     context.Context
+	stopBg context.CancelFunc
+
 	mu         sync.Mutex
 	portal     string
 	conn       *conn
@@ -103,7 +113,6 @@ type Session struct {
 	tpgt       int
 	alias      string
 	closed     bool
-	stop       chan struct{} // closed by Close: ends recovery
 	changed    chan struct{} // closed and replaced when conn or unavailable change
 	recovering bool
 	// unavailable is set when the replacement timeout passed without a
@@ -132,22 +141,30 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		log:       cfg.Logger.With().Str("portal", portal).Str("target", target).Logger(),
 		queue:     newQueueLimit(cfg.QueueDepth),
 		tpgt:      -1,
-		stop:      make(chan struct{}),
 		changed:   make(chan struct{}),
 		luns:      map[uint64]*LUN{},
 	}
+	s.bg, s.stopBg = context.WithCancel(context.Background())
 	// Random-format ISID (T=10b, RFC 7143 §10.1.1), kept for the life of the
 	// session so that a reconnect reinstates it.
 	if _, err := rand.Read(s.isid[1:4]); err != nil {
+		s.stopBg()
 		return nil, err
 	}
 	s.isid[0] = 0x80
 	c, err := s.connect(ctx)
 	if err != nil {
+		s.stopBg()
 		return nil, err
 	}
 	s.install(c)
 	return s, nil
+}
+
+// goroutine runs f in a goroutine that Close cancels (through ctx) and
+// waits for. Once the session is closed it runs nothing and returns false.
+func (s *Session) goroutine(f func(ctx context.Context)) bool {
+	return s.g.goroutine(func() { f(s.bg) })
 }
 
 // connect dials and logs in, following redirects and falling back to MD5
@@ -178,7 +195,7 @@ func (s *Session) connect(ctx context.Context) (*conn, error) {
 				s.mu.Unlock()
 			}
 			portal = rd.address
-		case !fellBack && errors.As(err, &le) && le.Class == loginClassInitiator && !slices.Equal(algs, []CHAPAlgorithm{CHAPMD5}) && slices.Contains(algs, CHAPMD5) && s.cfg.Credentials.User != "":
+		case !fellBack && errors.As(err, &le) && le.Class == pdu.LoginStatusInitiatorError && !slices.Equal(algs, []CHAPAlgorithm{CHAPMD5}) && slices.Contains(algs, CHAPMD5) && s.cfg.Credentials.User != "":
 			// Targets that number CHAP_A differently (tgt: 7 = SHA-1) or that
 			// reject any list but "5" fail here; MD5 alone is understood by all.
 			s.log.Info().Err(err).Msg("CHAP login failed with the preferred algorithms; retrying with MD5 alone")
@@ -236,6 +253,11 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	s.alias = res.alias
 	s.mu.Unlock()
 	c := newConn(portal, nc, r, st, s.discovery, s.log)
+	if !s.discovery {
+		c.onDead = s.connDead
+		c.onSense = s.asyncSense
+	}
+	c.hooks = s.cfg.hooks
 	pr.busy.Store(&c.inflight)
 	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait, command: max(s.cfg.CommandTimeout, 0)}
 	if ka.interval < 0 {
@@ -413,8 +435,13 @@ func (s *Session) isClosed() bool {
 	return s.closed
 }
 
-// Close logs out (reason: close the session) and closes the connection. It
-// waits for outstanding commands no longer than ctx allows.
+// Close logs out (reason: close the session) and closes the connection.
+// Commands still waiting fail with ErrSessionClosed. It stops every
+// goroutine of the session (the connection's, a reconnection in progress,
+// LUN refreshes) and waits for them, and for the Logout Response (at most
+// 5 s), no longer than ctx allows: when ctx ends first it returns ctx's
+// error, and the goroutines end on their own shortly after. An OnResize
+// callback must not call Close (Close would wait for it).
 func (s *Session) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -422,15 +449,23 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	close(s.stop)
+	s.g.stop()
+	s.stopBg()
 	s.broadcastLocked()
 	c := s.conn
 	s.mu.Unlock()
-	if c == nil {
-		return nil
+	var err error
+	if c != nil {
+		err = c.logout(ctx, closeLogoutWait)
+		if werr := c.closeWait(ctx, ErrSessionClosed); err == nil {
+			err = werr
+		}
 	}
-	err := c.logout(ctx, closeLogoutWait)
-	c.close(ErrSessionClosed)
+	// A recovery in progress closes the connection it may have opened
+	// (see installRecovered) before it ends.
+	if werr := s.g.wait(ctx); err == nil {
+		err = werr
+	}
 	return err
 }
 

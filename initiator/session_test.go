@@ -83,7 +83,7 @@ func TestSessionDataPaths(t *testing.T) {
 			ft := newFakeTarget(t, 8<<20)
 			tt.setup(ft)
 			s, l := fakeSession(t, ft, fakeConfig(t))
-			l.force16 = tt.force16
+			l.force16.Store(tt.force16)
 			ctx := context.Background()
 			var wg sync.WaitGroup
 			errs := make(chan error, 16)
@@ -325,6 +325,9 @@ func TestSessionStats(t *testing.T) {
 	}
 	if st.LatencyP50 <= 0 || st.LatencyP99 < st.LatencyP50 || st.LatencyP999 < st.LatencyP99 || st.State != "logged-in" {
 		t.Errorf("latency %v %v %v, state %q", st.LatencyP50, st.LatencyP99, st.LatencyP999, st.State)
+	}
+	if sum := st.LatencySum - before.LatencySum; sum <= 0 || sum > time.Duration(st.Commands-before.Commands)*st.LatencyP999 {
+		t.Errorf("latency sum %v for %d commands (p99.9 %v)", sum, st.Commands-before.Commands, st.LatencyP999)
 	}
 }
 

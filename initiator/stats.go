@@ -17,6 +17,7 @@ type sessionStats struct {
 	readBytes  atomic.Uint64
 	writeBytes atomic.Uint64
 	latency    [latencyBuckets]atomic.Uint64
+	latencySum atomic.Int64 // nanoseconds, of the commands in latency
 }
 
 func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
@@ -30,6 +31,7 @@ func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
 	us := uint64(took.Microseconds())
 	b := min(bits.Len64(us), latencyBuckets-1)
 	st.latency[b].Add(1)
+	st.latencySum.Add(int64(took))
 }
 
 // Stats is a snapshot of a session's counters since login.
@@ -50,6 +52,8 @@ type Stats struct {
 	// LatencyBuckets[i] counts commands that took less than 2^i µs (and at
 	// least 2^(i-1) µs).
 	LatencyBuckets []uint64 `json:"latency_buckets_pow2_us"`
+	// LatencySum is the total latency of the commands LatencyBuckets counts.
+	LatencySum time.Duration `json:"latency_sum_ns"`
 }
 
 // Stats returns the session's counters.
@@ -65,6 +69,7 @@ func (s *Session) Stats() Stats {
 		Reconnects:     s.Reconnects(),
 		State:          s.State(),
 		LatencyBuckets: make([]uint64, latencyBuckets),
+		LatencySum:     time.Duration(st.latencySum.Load()),
 	}
 	var total uint64
 	for i := range st.latency {

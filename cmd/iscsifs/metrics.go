@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+
+	"github.com/iscsifs/iscsifs/initiator"
 )
 
 // metricsCollector exposes a mount's counters (the same as stats.json) as
@@ -83,13 +85,7 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		gauge(mc.up, up, t)
-		buckets := map[float64]uint64{}
-		var count uint64
-		for i, n := range st.LatencyBuckets {
-			count += n
-			buckets[float64(uint64(1)<<i)/1e6] = count
-		}
-		ch <- prometheus.MustNewConstHistogram(mc.latency, count, 0, buckets, t)
+		ch <- latencyHistogram(mc.latency, st, t)
 	}
 	for _, f := range files {
 		st := f.Stats()
@@ -107,6 +103,18 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(mc.wbErrors, float64(st.WritebackErrors), labels...)
 		gauge(mc.size, float64(f.Size()), labels...)
 	}
+}
+
+// latencyHistogram is a session's command latency histogram: the library's
+// power-of-two buckets (cumulative, upper bounds in seconds) and its sum.
+func latencyHistogram(d *prometheus.Desc, st initiator.Stats, labels ...string) prometheus.Metric {
+	buckets := map[float64]uint64{}
+	var count uint64
+	for i, n := range st.LatencyBuckets {
+		count += n
+		buckets[float64(uint64(1)<<i)/1e6] = count
+	}
+	return prometheus.MustNewConstHistogram(d, count, st.LatencySum.Seconds(), buckets, labels...)
 }
 
 // serveMetrics serves /metrics on addr until ctx ends. It returns once the
