@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -793,6 +794,24 @@ func TestAttachUnmountFromOutside(t *testing.T) {
 		if !strings.Contains(out.stdout, "device "+d) {
 			t.Errorf("iscsifs status does not name %s:\n%s", d, out.stdout)
 		}
+	}
+	// Without a mount point, status lists the mount with its devices.
+	list := runCLI(t, nil, "status", "--json")
+	var mounts []struct {
+		Mountpoint string            `json:"mountpoint"`
+		Devices    map[string]string `json:"devices"`
+	}
+	if err := json.Unmarshal([]byte(list.stdout), &mounts); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, list.stdout)
+	}
+	listed := false
+	for _, e := range mounts {
+		if e.Mountpoint == m.dir {
+			listed = e.Devices["lun1"] == dev && e.Devices["lun1-part1"] == p1 && e.Devices["lun1-part2"] == p2
+		}
+	}
+	if !listed {
+		t.Errorf("status --json does not list %s with lun1=%s lun1-part1=%s lun1-part2=%s:\n%s", m.dir, dev, p1, p2, list.stdout)
 	}
 	// The table loses partition 2: its file and device go.
 	runSfdisk(t, dev, "label: gpt\nsize=8MiB\n")

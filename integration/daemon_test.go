@@ -262,9 +262,78 @@ func TestDaemon(t *testing.T) {
 		if res.code == 0 || !strings.Contains(msg, "busy") || !strings.Contains(msg, fmt.Sprintf("pid %d", os.Getpid())) {
 			t.Errorf("umount while this test holds lun1 open: exit %d, %q; want busy naming pid %d", res.code, msg, os.Getpid())
 		}
+		var st statusJSON
+		readStatus(t, dir, &st)
+		// --lazy detaches at once; the daemon serves the open file until
+		// it is closed, then exits.
+		if res := runCLI(t, nil, "umount", "--lazy", dir); res.code != 0 {
+			t.Fatalf("umount --lazy while busy: %s", res.stderr)
+		}
+		if mounted, _ := mntIsMounted(dir); mounted {
+			t.Errorf("%s still mounted after umount --lazy", dir)
+		}
+		buf := make([]byte, 4096)
+		if _, err := f.ReadAt(buf, 0); err != nil {
+			t.Errorf("reading the file held open across umount --lazy: %v", err)
+		}
+		if !processExists(st.PID) {
+			t.Errorf("the daemon exited while a file was still open")
+		}
+		f.Close()
+		deadline := time.Now().Add(30 * time.Second)
+		for processExists(st.PID) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if processExists(st.PID) {
+			t.Errorf("daemon %d still running 30 s after the last file was closed", st.PID)
+		}
+	})
+
+	t.Run("sync-only-after-writes", func(t *testing.T) {
+		// A file system on the disk flushes at every journal commit, often
+		// with nothing written since the last one: those flushes send no
+		// SYNCHRONIZE CACHE (tgtd reports its write cache on).
+		dir := newMountDir(t)
+		if res := mountDaemon(t, nil, "--log-file", filepath.Join(t.TempDir(), "log"), url, dir); res.code != 0 {
+			t.Fatalf("mount -d: %s", res.stderr)
+		}
+		commands := func() uint64 {
+			var st statusJSON
+			readStatus(t, dir, &st)
+			return st.Targets[0].Session.Commands
+		}
+		f, err := os.OpenFile(filepath.Join(dir, "lun1"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(make([]byte, 4096), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		before := commands()
+		for range 5 {
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if after := commands(); after != before {
+			t.Errorf("5 fsyncs with nothing written sent %d SCSI commands, want 0", after-before)
+		}
+		if _, err := f.WriteAt(make([]byte, 4096), 8192); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if after := commands(); after < before+2 {
+			t.Errorf("a write and an fsync sent %d SCSI commands, want a WRITE and a SYNCHRONIZE CACHE", after-before)
+		}
 		f.Close()
 		if res := runCLI(t, nil, "umount", dir); res.code != 0 {
-			t.Errorf("umount after closing: %s", res.stderr)
+			t.Errorf("umount: %s", res.stderr)
 		}
 	})
 }

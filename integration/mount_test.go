@@ -1053,6 +1053,9 @@ type statusJSON struct {
 			MaxBurstLength   int `json:"max_burst_length"`
 			FirstBurstLength int `json:"first_burst_length"`
 		} `json:"params"`
+		Session struct {
+			Commands uint64 `json:"commands"`
+		} `json:"session"`
 		LUNs []struct {
 			LUN       uint64 `json:"lun"`
 			Path      string `json:"path"`

@@ -159,9 +159,9 @@ func (m *mounted) initParts(ctx context.Context, f *lunFile, name string) []fuse
 	f.disk.scheme = t.Scheme
 	f.disk.parts = map[int]*partFile{}
 	var entries []fusefs.Entry
-	for _, n := range sortedKeys(wantedParts(t)) {
-		p := wantedParts(t)[n]
-		pf := &partFile{lun: f, part: p, path: fmt.Sprintf("%s-part%d", f.path, n)}
+	want := wantedParts(t)
+	for _, n := range sortedKeys(want) {
+		pf := f.newPartFile(want[n])
 		f.disk.parts[n] = pf
 		entries = append(entries, fusefs.Entry{Path: fmt.Sprintf("%s-part%d", name, n), File: pf})
 	}
@@ -220,7 +220,7 @@ func (m *mounted) rescan(ctx context.Context, f *lunFile, why string) {
 		}
 	}
 	for _, n := range sortedKeys(want) {
-		pf := &partFile{lun: f, part: want[n], path: fmt.Sprintf("%s-part%d", f.path, n)}
+		pf := f.newPartFile(want[n])
 		if err := srv.AddFile(pf.path, pf); err != nil {
 			m.log.Warn().Err(err).Str("file", pf.path).Msg("adding a partition file")
 			continue
@@ -236,6 +236,11 @@ func (m *mounted) rescan(ctx context.Context, f *lunFile, why string) {
 	if m.devs != nil {
 		go m.devs.follow(gone, added)
 	}
+}
+
+// newPartFile is the file of partition p of f, at "lunN-partM" beside f.
+func (f *lunFile) newPartFile(p partition.Partition) *partFile {
+	return &partFile{lun: f, part: p, path: fmt.Sprintf("%s-part%d", f.path, p.Number)}
 }
 
 // partitions returns f's part files by number.

@@ -82,21 +82,30 @@ func ioFlusherAll() bool {
 	return len(tids) > 0
 }
 
-// taskFlags reads field 9 (flags) of a /proc stat file; the command name in
-// field 2 may hold spaces and parentheses, so fields count from the last ')'.
+// taskFlags reads the flags of a task from its /proc stat file.
 func taskFlags(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	fields, err := procStat(path)
 	if err != nil {
 		return 0, err
+	}
+	if len(fields) < 7 {
+		return 0, fmt.Errorf("%s: %d fields", path, len(fields))
+	}
+	return strconv.ParseUint(fields[6], 10, 64) // field 9 of stat
+}
+
+// procStat returns the fields of a /proc stat file after the command name,
+// starting with the state (field 3). The name in field 2 may hold spaces and
+// parentheses, so the fields count from the last ')'.
+func procStat(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, errors.New("no command name")
+		return nil, errors.New(path + ": no command name")
 	}
-	fields := strings.Fields(s[i+1:]) // state is field 3, flags field 9
-	if len(fields) < 7 {
-		return 0, fmt.Errorf("%s: %d fields", path, len(fields))
-	}
-	return strconv.ParseUint(fields[6], 10, 64)
+	return strings.Fields(s[i+1:]), nil
 }

@@ -42,7 +42,7 @@ func umountAction(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("umount: %w", err)
 	}
-	if !slicesContainsMount(mounts, dir) {
+	if !isIscsifsMount(mounts, dir) {
 		return fmt.Errorf("umount: %s is not an iscsifs mount", dir)
 	}
 	var st mountStatus
@@ -84,7 +84,8 @@ func umountAction(c *cli.Context) error {
 	return nil
 }
 
-func slicesContainsMount(mounts []fusefs.MountInfo, dir string) bool {
+// isIscsifsMount reports whether mounts has an iscsifs mount at dir.
+func isIscsifsMount(mounts []fusefs.MountInfo, dir string) bool {
 	for _, m := range mounts {
 		if m.Dir == dir && m.FSType == "fuse.iscsifs" {
 			return true
@@ -95,18 +96,13 @@ func slicesContainsMount(mounts []fusefs.MountInfo, dir string) bool {
 
 func stillMounted(dir string) bool {
 	mounts, err := fusefs.ReadMountInfo()
-	return err == nil && slicesContainsMount(mounts, dir)
+	return err == nil && isIscsifsMount(mounts, dir)
 }
 
 // processAlive reports whether pid is still running (and not a zombie).
 func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+	fields, err := procStat(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && len(fields) > 0 && fields[0] != "Z"
 }
 
 // holdersOf names what keeps the mount at dir busy: processes with a file,
