@@ -278,7 +278,7 @@ func mountAction(c *cli.Context) (err error) {
 	if m.devs != nil {
 		if err := m.attachAll(lazy); err != nil {
 			m.flush()
-			if uerr := srv.Unmount(); uerr != nil {
+			if uerr := unmountRetry(srv); uerr != nil { // the detached devices let go of their files asynchronously
 				lazyUnmount(mountpoint)
 			}
 			return err
