@@ -115,10 +115,12 @@ func loopBlockSize(t testing.TB, dev string) int {
 	return n
 }
 
-// loopBound reports whether dev is bound to a file.
-func loopBound(dev string) bool {
-	_, err := os.Stat(filepath.Join("/sys/block", filepath.Base(dev), "loop/backing_file"))
-	return err == nil
+// loopBound reports whether dev is bound to a file under dir (the mount's
+// directory). A device that another test package attached the moment ours
+// was freed (go test runs packages in parallel) does not count.
+func loopBound(dev, dir string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop/backing_file"))
+	return err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), dir+"/")
 }
 
 // plainLoop attaches a byte range of a file (a partition of a backing file)
@@ -243,7 +245,7 @@ func TestAttach(t *testing.T) {
 	}
 	m.term(t)
 	for _, dev := range []string{lun1, lun2} {
-		if loopBound(dev) {
+		if loopBound(dev, m.dir) {
 			t.Errorf("%s still bound after the mount exited", dev)
 		}
 	}
@@ -347,7 +349,7 @@ func TestAttachShutdown(t *testing.T) {
 	if code := m.wait(t, 30*time.Second); code != 0 {
 		t.Errorf("exit %d after the file system was unmounted", code)
 	}
-	if loopBound(dev) {
+	if loopBound(dev, m.dir) {
 		t.Errorf("%s still bound after the daemon exited", dev)
 	}
 	if mounted, _ := mntIsMounted(m.dir); mounted {
@@ -386,7 +388,7 @@ func TestAttachReadOnly(t *testing.T) {
 		}
 	}
 	m.term(t)
-	if loopBound(dev) {
+	if loopBound(dev, m.dir) {
 		t.Errorf("%s still bound", dev)
 	}
 }
@@ -489,7 +491,7 @@ func TestAttachCrash(t *testing.T) {
 			_ = exec.Command("umount", "-l", dir).Run()
 			_ = exec.Command("losetup", "-d", dev).Run()
 			g.abortFUSE(m.dir)
-			mntWaitFor(t, 30*time.Second, dev+" released", func() bool { return !loopBound(dev) })
+			mntWaitFor(t, 30*time.Second, dev+" released", func() bool { return !loopBound(dev, m.dir) })
 
 			plain := plainLoop(t, g, backing, 0, 0, false)
 			check := mountFS(t, g, plain) // replays the journal
@@ -815,11 +817,11 @@ func TestAttachUnmountFromOutside(t *testing.T) {
 	}
 	// The table loses partition 2: its file and device go.
 	runSfdisk(t, dev, "label: gpt\nsize=8MiB\n")
-	mntWaitFor(t, 20*time.Second, "lun1-part2's device detached", func() bool { return !loopBound(p2) })
+	mntWaitFor(t, 20*time.Second, "lun1-part2's device detached", func() bool { return !loopBound(p2, m.dir) })
 	if _, err := os.Stat(m.path("lun1-part2")); !os.IsNotExist(err) {
 		t.Errorf("lun1-part2 after its partition was deleted: %v", err)
 	}
-	if !loopBound(p1) {
+	if !loopBound(p1, m.dir) {
 		t.Errorf("%s (lun1-part1, unchanged) was detached", p1)
 	}
 
@@ -836,7 +838,7 @@ func TestAttachUnmountFromOutside(t *testing.T) {
 		t.Errorf("exit %d after a lazy unmount", code)
 	}
 	for _, d := range []string{dev, p1} {
-		if loopBound(d) {
+		if loopBound(d, m.dir) {
 			t.Errorf("%s still bound after the daemon exited", d)
 		}
 	}
