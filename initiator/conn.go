@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -29,11 +30,23 @@ type conn struct {
 	log       zerolog.Logger
 
 	sendMu  sync.Mutex    // held while assigning CmdSN and queueing one PDU
-	sq      *sendQueue    // PDUs waiting for the writer, guarded by sendMu
+	sq      *sendQueue    // PDUs waiting to be written, guarded by sendMu
 	spare   *sendQueue    // the queue being written, or free; guarded by sendMu
-	flushCh chan struct{} // wakes the writer
-	flushed *sync.Cond    // on sendMu: the writer finished a batch
+	flushCh chan struct{} // hands the socket to the writer goroutine
+	flushed *sync.Cond    // on sendMu: a batch was written
 	wraw    pdu.Raw       // encode scratch, guarded by sendMu
+	// writing is set while one goroutine owns the sending side of the
+	// socket: a sender writing inline, or the writer goroutine. Its owner
+	// writes what is queued until the queue is empty and only then clears
+	// it, so a sender that finds it set just queues. Guarded by sendMu.
+	writing bool
+	// rest is what an inline write left for the writer goroutine when the
+	// socket buffer was full (restQ holds its memory). Guarded by sendMu.
+	rest  net.Buffers
+	restQ *sendQueue
+	// raw is the socket for non-blocking inline writes; nil when the
+	// connection is no TCP socket (every batch then goes to the writer).
+	raw syscall.RawConn
 
 	mu        sync.Mutex
 	cmdSN     uint32 // next CmdSN to assign
@@ -82,6 +95,7 @@ type testHooks struct {
 	queued        func()      // a SCSI command was queued; its helper goroutines have not started
 	flushWait     func(*conn) // a sender found the send queue full and is about to wait (sendMu held)
 	writerFailing func()      // the writer's write failed; it is about to fail the connection
+	inlineRest    func()      // an inline write left the rest of its batch to the writer
 	recovered     func()      // recovery logged in again and is about to install the connection
 }
 
@@ -122,6 +136,11 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery
 		drainCh:   make(chan struct{}),
 	}
 	c.w = pdu.NewWriter(queueWriter{c})
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
 	c.flushed = sync.NewCond(&c.sendMu)
 	r.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
 	c.w.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
@@ -358,11 +377,9 @@ func (c *conn) lockSend() { c.sendMu.Lock() }
 // ping: a few bytes each) do not, so that they are not held up by the bulk
 // data of a target that stopped reading.
 func (c *conn) unlockSend(wait bool) {
-	if c.sq.size > 0 {
-		select {
-		case c.flushCh <- struct{}{}:
-		default:
-		}
+	if c.sq.size > 0 && !c.writing {
+		c.writing = true
+		c.writeInline()
 	}
 	for wait && c.sq.size > sendMaxBatch && c.deadErr() == nil {
 		if c.hooks != nil && c.hooks.flushWait != nil {

@@ -1,9 +1,13 @@
 package initiator
 
 import (
+	"errors"
 	"net"
+	"os"
 	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sendQueue collects the bytes of PDUs written under the send lock; the
@@ -72,7 +76,124 @@ type queueWriter struct{ c *conn }
 
 func (w queueWriter) Write(p []byte) (int, error) { return w.c.sq.Write(p) }
 
-// writeLoop is the connection's only writer of the socket.
+// maxInlineRounds bounds how many batches a sender writes inline (its own
+// PDUs, then what others queued meanwhile) before it hands the socket to the
+// writer goroutine and returns to its own command.
+const maxInlineRounds = 4
+
+// writeInline writes the queue from the sender's goroutine, called with
+// sendMu held and c.writing just set by the caller. An idle connection then
+// costs no goroutine hand-off per command: that is most of the latency of a
+// command at queue depth 1. The writes never block: what the socket does not
+// take at once, or what keeps coming after maxInlineRounds batches, goes to
+// the writer goroutine, which alone waits for the socket (a target that
+// stopped reading holds up only the writer, never a sender). Returns with
+// sendMu held; c.writing is cleared or owned by the writer.
+func (c *conn) writeInline() {
+	if c.raw == nil {
+		c.handToWriter()
+		return
+	}
+	for round := 0; ; round++ {
+		q := c.sq
+		c.sq, c.spare = c.spare, q
+		c.sendMu.Unlock()
+		rest, err := c.writeNonBlocking(q.segs)
+		c.sendMu.Lock()
+		if err != nil {
+			c.writing = false
+			c.sendMu.Unlock()
+			c.fail(err)
+			c.sendMu.Lock()
+			return
+		}
+		if len(rest) > 0 {
+			if c.hooks != nil && c.hooks.inlineRest != nil {
+				c.hooks.inlineRest()
+			}
+			c.rest, c.restQ = rest, q
+			c.handToWriter()
+			return
+		}
+		q.reset()
+		c.flushed.Broadcast()
+		if c.sq.size == 0 {
+			c.writing = false
+			return
+		}
+		if round+1 >= maxInlineRounds {
+			c.handToWriter()
+			return
+		}
+	}
+}
+
+// handToWriter makes the writer goroutine the owner of c.writing.
+func (c *conn) handToWriter() {
+	select {
+	case c.flushCh <- struct{}{}:
+	default:
+	}
+}
+
+// errWouldBlock: the socket was not ready for the write at all (its write
+// deadline has passed); the writer goroutine takes the batch.
+var errWouldBlock = errors.New("socket not writable now")
+
+// writeNonBlocking writes segs with writev until the socket buffer is full
+// and returns what is left. Errors are those of the socket.
+func (c *conn) writeNonBlocking(segs net.Buffers) (net.Buffers, error) {
+	var werr error
+	called := false
+	err := c.raw.Write(func(fd uintptr) bool {
+		called = true
+		for len(segs) > 0 {
+			iov := segs
+			if len(iov) > maxIOV {
+				iov = iov[:maxIOV]
+			}
+			n, err := unix.Writev(int(fd), iov)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return true
+			case err != nil:
+				werr = err
+				return true
+			}
+			segs = consumed(segs, n)
+		}
+		return true
+	})
+	if !called {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return segs, nil
+		}
+		return segs, err
+	}
+	return segs, werr
+}
+
+// consumed drops the first n bytes of segs.
+func consumed(segs net.Buffers, n int) net.Buffers {
+	for len(segs) > 0 && n >= len(segs[0]) {
+		n -= len(segs[0])
+		segs = segs[1:]
+	}
+	if len(segs) > 0 && n > 0 {
+		segs[0] = segs[0][n:]
+	}
+	return segs
+}
+
+// maxIOV is the kernel's limit on iovecs per writev (UIO_MAXIOV).
+const maxIOV = 1024
+
+// writeLoop is the connection's writer goroutine: it owns the socket while
+// it is handed a batch that could not be written inline, waits for the
+// socket as long as writeTimeout allows, and writes what is queued until
+// the queue is empty.
 func (c *conn) writeLoop() {
 	for {
 		select {
@@ -84,28 +205,40 @@ func (c *conn) writeLoop() {
 		// write for many commands.
 		runtime.Gosched()
 		c.sendMu.Lock()
-		q := c.sq
-		if q.size == 0 {
-			c.sendMu.Unlock()
-			continue
-		}
-		c.sq, c.spare = c.spare, q
-		c.sendMu.Unlock()
-
-		segs := q.segs // WriteTo consumes its receiver
-		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		_, err := segs.WriteTo(c.nc)
-		q.reset()
-		c.sendMu.Lock()
-		c.spare = q
-		c.flushed.Broadcast()
-		c.sendMu.Unlock()
-		if err != nil {
-			if c.hooks != nil && c.hooks.writerFailing != nil {
-				c.hooks.writerFailing()
+		for {
+			var segs net.Buffers
+			q := c.restQ
+			if q != nil {
+				segs = c.rest
+				c.rest, c.restQ = nil, nil
+			} else if c.sq.size > 0 {
+				q = c.sq
+				c.sq, c.spare = c.spare, q
+				segs = q.segs
+			} else {
+				c.writing = false
+				break
 			}
-			c.fail(err)
-			return
+			c.sendMu.Unlock()
+			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_, err := segs.WriteTo(c.nc)
+			if err == nil {
+				// No stale deadline for the inline writes that follow.
+				_ = c.nc.SetWriteDeadline(time.Time{})
+			}
+			c.sendMu.Lock()
+			q.reset()
+			c.flushed.Broadcast()
+			if err != nil {
+				c.writing = false
+				c.sendMu.Unlock()
+				if c.hooks != nil && c.hooks.writerFailing != nil {
+					c.hooks.writerFailing()
+				}
+				c.fail(err)
+				return
+			}
 		}
+		c.sendMu.Unlock()
 	}
 }
