@@ -223,6 +223,15 @@ func (c *Cache) issue(ctx context.Context, pieces []wbPiece) error {
 			fail(err)
 			break
 		}
+		if len(runs) == 0 {
+			// The last run (often the only one: an fsync after a small
+			// write) is written by the caller, saving a goroutine and
+			// its wake-up on the path of every synchronous write.
+			if err := c.writeRun(ctx, r, stage); err != nil {
+				fail(err)
+			}
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
