@@ -266,6 +266,7 @@ func mountAction(c *cli.Context) (err error) {
 	if err != nil {
 		return err // names the mountpoint
 	}
+	addFUSEReaderProcs()
 	if c.Bool("attach") {
 		var out io.Writer = c.App.Writer
 		if ready.pipe != nil {
