@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # make bench: iscsifs against the tools people would use instead, on the same
-# target and LUNs, in one run (issue 4, DESIGN.md "Performance method").
+# target and LUNs, in one run (issues 4 and 13, DESIGN.md "Performance
+# method").
 #
 # Starts its own tgtd on 127.0.0.1 with a 1 GiB LUN of random data, two 1 GiB
-# LUNs to write to and a --bstype null LUN; runs the eleven figures with
-# alternating runs (median of BENCH_RUNS, default 5); prints one table and
-# writes it as JSON (BENCH_JSON, default bin/bench-results.json). Figures 9
-# to 11 put ext4 on a loop device over the LUN; 9 copies BENCH_TREE (default
-# the Go source tree, $(go env GOROOT)/src) onto it.
+# LUNs to write to and a --bstype null LUN; runs the fifteen figures (figure
+# 3 in two variants: 3a images to a file in the work directory, on tmpfs where
+# there is room, 3b to one on the local disk, under BENCH_DISK_DIR, default
+# /var/tmp) with alternating runs (median and min–max of BENCH_RUNS, default
+# 5); prints one table and writes it as JSON (BENCH_JSON, default
+# bin/bench-results.json). Figures 9 to 11 put ext4 on a loop device over the
+# LUN; 9 copies BENCH_TREE (default the Go source tree,
+# $(go env GOROOT)/src) onto it. Figures 12 to 14 run fio with O_DIRECT on
+# the FUSE files; 15 is random reads at queue depth 1.
 # Needs root (tgtd, FUSE, loop devices). Installs missing peers from Debian
 # packages.
 #
+# BENCH_ONLY selects figures: a figure's number (with its variants), a
+# variant (3b), or a string of one-digit figures (125 is 1, 2 and 5).
+#
 #   BENCH_RUNS=5 BENCH_SECONDS=5 BENCH_ONLY=125 BENCH_DIR=/dev/shm make bench
 #   BENCH_ONLY=9,10,11 BENCH_TREE=/usr/local/go/src/net make bench
+#   BENCH_ONLY=3b BENCH_DISK_DIR=/srv/scratch make bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +58,7 @@ if [ -z "$base" ]; then
 	[ "${avail:-0}" -gt $((5 * 1024 * 1024)) ] && base=/dev/shm
 fi
 work=$(mktemp -d "$base/iscsifs-bench.XXXXXX")
+disk=
 tool_pid=
 cleanup() {
 	set +e
@@ -81,16 +91,18 @@ cleanup() {
 	awk -v w="$work" 'index($2, w) == 1 { print $2 }' /proc/mounts | while read -r m; do
 		fusermount3 -u -z "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 	done
-	rm -rf "$work"
+	rm -rf "$work" ${disk:+"$disk"}
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Figure 3b's image goes to the local disk.
+disk=$(mktemp -d "${BENCH_DISK_DIR:-/var/tmp}/iscsifs-bench.XXXXXX")
 
 echo "bench: building iscsifs and benchtool into $work" >&2
 CGO_ENABLED=0 go build -o "$work/iscsifs" ./cmd/iscsifs
 go build -o "$work/benchtool" ./integration/benchtool
 
-"$work/benchtool" -iscsifs "$work/iscsifs" -dir "$work" \
+"$work/benchtool" -iscsifs "$work/iscsifs" -dir "$work" -disk-dir "$disk" \
 	-json "${BENCH_JSON:-bin/bench-results.json}" \
 	-runs "${BENCH_RUNS:-5}" -seconds "${BENCH_SECONDS:-5}" -only "${BENCH_ONLY:-}" \
 	-tree "${BENCH_TREE:-$(go env GOROOT)/src}" &

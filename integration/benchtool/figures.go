@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,49 +77,59 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 }
 
 // lastFigure is the number of the last figure.
-const lastFigure = 11
+const lastFigure = 15
 
-// want reports whether -only selects the figure: it is a comma-separated
-// list of figure numbers, where a term that is no figure's number selects
-// the figure of each of its digits ("125" is 1, 2 and 5; "9,10,11" is 9, 10
-// and 11).
+// want reports whether -only selects the figure (e.g. "3b", "12"): it is a
+// comma-separated list of terms. A figure's number selects it with all its
+// variants ("3" is 3a and 3b), a variant's id only that variant ("3b"), and
+// any other term the figures of each of its digits ("125" is 1, 2 and 5;
+// "34" is 3a, 3b and 4; "9,10,11" is 9, 10 and 11).
 func (b *bench) want(fig string) bool {
 	if b.cfg.only == "" {
 		return true
 	}
+	number := strings.TrimRight(fig, "abcdefghijklmnopqrstuvwxyz")
 	for term := range strings.SplitSeq(b.cfg.only, ",") {
 		term = strings.TrimSpace(term)
-		if n, err := strconv.Atoi(term); err == nil && n >= 1 && n <= lastFigure {
-			if term == fig {
-				return true
-			}
-		} else if len(fig) == 1 && strings.Contains(term, fig) {
+		n, err := strconv.Atoi(term)
+		switch {
+		case term == fig || term == number:
+			return true
+		case err == nil && n >= 1 && n <= lastFigure, variantID.MatchString(term):
+			// another figure
+		case len(number) == 1 && strings.Contains(term, number):
 			return true
 		}
 	}
 	return false
 }
 
-// all runs the figures of issue 4 in order, then those of a file system on
-// the disk (9 to 11).
+// variantID is the id of a variant of a figure, as 3b.
+var variantID = regexp.MustCompile(`^[0-9]+[a-z]$`)
+
+// all runs the figures in order: those of issue 4 (1 to 8), of a file system
+// on the disk (9 to 11) and of issue 13 (3b, 12 to 15).
 func (b *bench) all() []row {
 	var rows []row
 	secs := b.cfg.seconds
 	null, disk, disk2 := b.tg.URL(nullIQN, 1), b.tg.URL(diskIQN, 1), b.tg.URL(diskIQN, 2)
 	if b.want("1") {
 		r := b.contest("1", "MB/s",
-			contestant{"iscsi-perf", b.perf(null, 256, false, "MB/s")},
-			contestant{"iscsifs bench", b.oursBench(null, "seq", "128KiB", "MB/s")})
+			contestant{"iscsi-perf", b.perf(null, 32, 256, false, "MB/s")},
+			contestant{"iscsifs bench", b.oursBench(null, "seq", "128KiB", 32, "MB/s")})
 		rows = append(rows, ratioRows("1", fmt.Sprintf("sequential read 128 KiB, qd 32, null LUN, %d s", secs), "MB/s", r, 1.0)...)
 	}
 	if b.want("2") {
 		r := b.contest("2", "IOPS",
-			contestant{"iscsi-perf -r", b.perf(null, 8, true, "IOPS")},
-			contestant{"iscsifs bench", b.oursBench(null, "rand", "4KiB", "IOPS")})
+			contestant{"iscsi-perf -r", b.perf(null, 32, 8, true, "IOPS")},
+			contestant{"iscsifs bench", b.oursBench(null, "rand", "4KiB", 32, "IOPS")})
 		rows = append(rows, ratioRows("2", fmt.Sprintf("random read 4 KiB, qd 32, null LUN, %d s", secs), "IOPS", r, 1.0)...)
 	}
-	if b.want("3") {
-		rows = append(rows, b.imaging(disk)...)
+	if b.want("3a") {
+		rows = append(rows, b.imaging("3a", disk, b.cfg.dir)...)
+	}
+	if b.want("3b") {
+		rows = append(rows, b.imagingDisk(disk)...)
 	}
 	if b.want("4") {
 		rows = append(rows, b.restoring(disk2)...)
@@ -160,17 +171,51 @@ func (b *bench) all() []row {
 			contestant{"iscsifs --attach", b.fsRandRead(b.attachOurs, b.attachOurs)})
 		rows = append(rows, ratioRows("11", fmt.Sprintf("ext4 on loop: fio 4 KiB O_DIRECT rand read, cold, %d s", secs), "IOPS", r, 1.2)...)
 	}
+	if b.want("12") {
+		rows = append(rows, b.directLatency()...)
+	}
+	if b.want("13") {
+		r := b.contest("13", "IOPS",
+			contestant{"qemu-storage-daemon", b.directFio(b.mountQSD, "randread", 8)},
+			contestant{"iscsifs mount", b.directFio(b.mountOursCold, "randread", 8)})
+		rows = append(rows, ratioRows("13", fmt.Sprintf("FUSE O_DIRECT rand read 4 KiB, psync, 8 jobs, %d s", secs), "IOPS", r, 1.2)...)
+	}
+	if b.want("14") {
+		for _, jobs := range []int{1, 8} {
+			r := b.contest("14", "IOPS",
+				contestant{"qemu-storage-daemon", b.directFio(b.mountQSD, "randwrite", jobs)},
+				contestant{"iscsifs mount", b.directFio(b.mountOurs, "randwrite", jobs)})
+			what := fmt.Sprintf("FUSE O_DIRECT rand write 4 KiB + fdatasync, psync, %d %s, %d s", jobs, plural(jobs, "job"), secs)
+			rows = append(rows, ratioRows("14", what, "IOPS", r, 1.0)...)
+		}
+	}
+	if b.want("15") {
+		r := b.contest("15", "IOPS",
+			contestant{"iscsi-perf -r -m 1", b.perf(null, 1, 8, true, "IOPS")},
+			contestant{"iscsifs bench --qd 1", b.oursBench(null, "rand", "4KiB", 1, "IOPS")})
+		rows = append(rows, ratioRows("15", fmt.Sprintf("random read 4 KiB, qd 1, null LUN, %d s", secs), "IOPS", r, 1.0)...)
+	}
 	return rows
+}
+
+// plural is n's noun: job, jobs.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return noun
+	}
+	return noun + "s"
 }
 
 // iscsi-perf prints "iops average N (M MB/s)" every second; the last one
 // covers the whole run but its partial last second.
 var perfAverage = regexp.MustCompile(`iops average (\d+) `)
 
-// perf runs iscsi-perf for cfg.seconds (it runs until SIGINT).
-func (b *bench) perf(url string, blocks int, random bool, unit string) func(context.Context) (float64, error) {
+// perf runs iscsi-perf for cfg.seconds (it runs until SIGINT): depth
+// commands in flight (-m), each of blocks 512-byte blocks (-b), at random
+// places if random (-r).
+func (b *bench) perf(url string, depth, blocks int, random bool, unit string) func(context.Context) (float64, error) {
 	return func(ctx context.Context) (float64, error) {
-		argv := []string{"iscsi-perf", "-m", "32", "-b", strconv.Itoa(blocks)}
+		argv := []string{"iscsi-perf", "-m", strconv.Itoa(depth), "-b", strconv.Itoa(blocks)}
 		if random {
 			argv = append(argv, "-r")
 		}
@@ -201,10 +246,10 @@ func (b *bench) perf(url string, blocks int, random bool, unit string) func(cont
 }
 
 // oursBench runs `iscsifs bench` with the same block size and queue depth.
-func (b *bench) oursBench(url, pattern, bs, unit string) func(context.Context) (float64, error) {
+func (b *bench) oursBench(url, pattern, bs string, qd int, unit string) func(context.Context) (float64, error) {
 	return func(ctx context.Context) (float64, error) {
 		p, err := b.reg.run(ctx, time.Duration(b.cfg.seconds+60)*time.Second, b.cfg.iscsifs, "bench", "--json",
-			"--pattern", pattern, "--rw", "read", "--bs", bs, "--qd", "32", "--time", fmt.Sprintf("%ds", b.cfg.seconds), url)
+			"--pattern", pattern, "--rw", "read", "--bs", bs, "--qd", strconv.Itoa(qd), "--time", fmt.Sprintf("%ds", b.cfg.seconds), url)
 		if err != nil {
 			return 0, err
 		}
@@ -225,9 +270,10 @@ func (b *bench) oursBench(url, pattern, bs, unit string) func(context.Context) (
 // mbps turns bytes moved in d into MB/s (10^6 bytes per second).
 func mbps(bytes int64, d time.Duration) float64 { return float64(bytes) / d.Seconds() / 1e6 }
 
-// imaging is figure 3: the 1 GiB LUN to a local file.
-func (b *bench) imaging(url string) []row {
-	out := filepath.Join(b.cfg.dir, "image.raw")
+// imaging is figure 3: the 1 GiB LUN to a file in dir, the work directory
+// (3a, on tmpfs where there is room) or one on the local disk (3b).
+func (b *bench) imaging(fig, url, dir string) []row {
+	out := filepath.Join(dir, "image.raw")
 	backing := b.tg.BackingFile(diskIQN, 1)
 	image := func(argv ...string) func(context.Context) (float64, error) {
 		checked := false
@@ -248,11 +294,59 @@ func (b *bench) imaging(url string) []row {
 			return mbps(gib, d), nil
 		}
 	}
-	r := b.contest("3", "MB/s",
+	r := b.contest(fig, "MB/s",
 		contestant{"qemu-img convert", image("qemu-img", "convert", "-f", "raw", "-O", "raw", url, out)},
 		contestant{"iscsifs cp", image(b.cfg.iscsifs, "cp", "--no-progress", url, out)})
 	os.Remove(out)
-	return ratioRows("3", "imaging 1 GiB LUN → local file", "MB/s", r, 1.5)
+	return ratioRows(fig, "imaging 1 GiB LUN → file on "+fsType(dir), "MB/s", r, 1.5)
+}
+
+// imagingDisk is figure 3b: imaging into a directory of its own under
+// cfg.diskDir, which must not be in memory.
+func (b *bench) imagingDisk(url string) []row {
+	kind := fsType(b.cfg.diskDir)
+	fail := func(err error) []row {
+		return failedRows("3b", "imaging 1 GiB LUN → file on "+kind, "MB/s", 1.5, false, err, "qemu-img convert")
+	}
+	if kind == "tmpfs" || kind == "ramfs" {
+		return fail(fmt.Errorf("-disk-dir %s is on %s, not on a disk", b.cfg.diskDir, kind))
+	}
+	dir, err := os.MkdirTemp(b.cfg.diskDir, "iscsifs-bench-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	return b.imaging("3b", url, dir)
+}
+
+// fsType is the type of the file system dir is on, as /proc/self/mountinfo
+// lists it for the deepest mount point above dir ("?" if unknown).
+func fsType(dir string) string {
+	path, err := filepath.EvalSymlinks(dir)
+	if err == nil {
+		path, err = filepath.Abs(path)
+	}
+	data, rerr := os.ReadFile("/proc/self/mountinfo")
+	if err != nil || rerr != nil {
+		return "?"
+	}
+	// Fields: id, parent, major:minor, root, mount point, options, optional
+	// fields, "-", type, source, super options; blanks escaped as octal.
+	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	kind, depth := "?", -1
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if len(f) < 5 || sep < 5 || sep+1 >= len(f) {
+			continue
+		}
+		mp := unescape.Replace(f[4])
+		// Later lines are mounted over earlier ones: >= takes them.
+		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= depth {
+			kind, depth = f[sep+1], len(mp)
+		}
+	}
+	return kind
 }
 
 // restoring is figure 4: a 1 GiB file onto the second LUN.
@@ -271,7 +365,7 @@ func (b *bench) restoring(url string) []row {
 	r := b.contest("4", "MB/s",
 		contestant{"qemu-img convert -n", restore("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, url)},
 		contestant{"iscsifs cp", restore(b.cfg.iscsifs, "cp", "--no-progress", src, url)})
-	rows := ratioRows("4", "restoring 1 GiB file → LUN", "MB/s", r, 1.0)
+	rows := ratioRows("4", "restoring 1 GiB file → LUN", "MB/s", r, 1.5)
 	if err := sameFiles(b.tg.BackingFile(diskIQN, 2), src); err != nil && b.ctx.Err() == nil {
 		for i := range rows {
 			rows[i].Error = "the LUN differs from the file after the copies: " + err.Error()
@@ -369,16 +463,27 @@ func (b *bench) mountNBD(ctx context.Context, lun int, writable bool) (*fuseMoun
 
 // mountOurs runs `iscsifs mount` with its defaults and --cache-size.
 func (b *bench) mountOurs(ctx context.Context, lun int, writable bool) (*fuseMount, error) {
-	return b.startOurs(ctx, lun, writable)
+	return b.startOurs(ctx, lun, writable, b.cfg.cacheMiB)
 }
 
-// startOurs runs `iscsifs mount` with --cache-size and the extra flags.
-func (b *bench) startOurs(ctx context.Context, lun int, writable bool, extra ...string) (*fuseMount, error) {
+// coldCacheMiB is the cache of mountOursCold: much smaller than the range
+// figures 12 and 13 read (directSize), so that nearly every read reaches the
+// target, as every read through qemu-storage-daemon does.
+const coldCacheMiB = 32
+
+// mountOursCold is mountOurs with --cache-size coldCacheMiB.
+func (b *bench) mountOursCold(ctx context.Context, lun int, writable bool) (*fuseMount, error) {
+	return b.startOurs(ctx, lun, writable, coldCacheMiB)
+}
+
+// startOurs runs `iscsifs mount` with --cache-size cacheMiB and the extra
+// flags.
+func (b *bench) startOurs(ctx context.Context, lun int, writable bool, cacheMiB int64, extra ...string) (*fuseMount, error) {
 	dir := filepath.Join(b.cfg.dir, "iscsifs-mnt")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	argv := append([]string{b.cfg.iscsifs, "mount", "--cache-size", fmt.Sprintf("%dMiB", b.cfg.cacheMiB)}, extra...)
+	argv := append([]string{b.cfg.iscsifs, "mount", "--cache-size", fmt.Sprintf("%dMiB", cacheMiB)}, extra...)
 	if !writable {
 		argv = append(argv, "--read-only")
 	}
@@ -464,31 +569,46 @@ func fioArgs(name, file string, seconds int, extra ...string) []string {
 // fio runs fio with --output-format=json and returns the IOPS of its
 // (grouped) job in direction dir, "read" or "write".
 func (b *bench) fio(ctx context.Context, dir string, argv ...string) (float64, error) {
+	side, err := b.fioReport(ctx, dir, argv...)
+	return side.IOPS, err
+}
+
+// fioSide is what fio reports of one direction of its (grouped) job.
+type fioSide struct {
+	IOPS float64 `json:"iops"`
+	// Completion latency: from submission to completion, all of a
+	// synchronous engine's system call.
+	Clat struct {
+		Mean       float64            `json:"mean"`
+		Percentile map[string]float64 `json:"percentile"`
+	} `json:"clat_ns"`
+}
+
+// fioReport runs fio with --output-format=json and returns what it reports
+// of its (grouped) job in direction dir, "read" or "write".
+func (b *bench) fioReport(ctx context.Context, dir string, argv ...string) (fioSide, error) {
 	p, err := b.reg.run(ctx, time.Duration(b.cfg.seconds+300)*time.Second, argv...)
 	if err != nil {
-		return 0, err
-	}
-	type side struct {
-		IOPS float64 `json:"iops"`
+		return fioSide{}, err
 	}
 	var out struct {
 		Jobs []struct {
-			Error int  `json:"error"`
-			Read  side `json:"read"`
-			Write side `json:"write"`
+			Error int     `json:"error"`
+			Read  fioSide `json:"read"`
+			Write fioSide `json:"write"`
 		} `json:"jobs"`
 	}
 	if err := json.Unmarshal([]byte(p.stdout.String()), &out); err != nil || len(out.Jobs) == 0 {
-		return 0, fmt.Errorf("fio --output-format=json: %v: %s", err, lastLine(p.output()))
+		return fioSide{}, fmt.Errorf("fio --output-format=json: %v: %s", err, lastLine(p.output()))
 	}
 	job := out.Jobs[0]
 	if job.Error != 0 {
-		return 0, fmt.Errorf("fio job error %d", job.Error)
+		return fioSide{}, fmt.Errorf("fio job error %d", job.Error)
 	}
 	if dir == "write" {
-		return job.Write.IOPS, nil
+		return job.Write, nil
 	}
-	return job.Read.IOPS, nil
+	return job.Read, nil
 }
 
 // seqWrite is figure 7: 512 MiB of random data (from the first LUN's

@@ -21,8 +21,12 @@ type row struct {
 	Peer       string    `json:"peer"`
 	PeerRuns   []float64 `json:"peer_runs"`
 	PeerMedian float64   `json:"peer_median"`
+	PeerMin    float64   `json:"peer_min"`
+	PeerMax    float64   `json:"peer_max"`
 	OursRuns   []float64 `json:"iscsifs_runs"`
 	OursMedian float64   `json:"iscsifs_median"`
+	OursMin    float64   `json:"iscsifs_min"`
+	OursMax    float64   `json:"iscsifs_max"`
 	// Ratio is iscsifs/peer, or peer/iscsifs where lower is better (RSS):
 	// above 1 iscsifs is better.
 	Ratio  float64 `json:"ratio"`
@@ -41,6 +45,14 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// spread is the least and the greatest of the runs, 0 and 0 for none.
+func spread(v []float64) (lo, hi float64) {
+	if len(v) == 0 {
+		return 0, 0
+	}
+	return slices.Min(v), slices.Max(v)
 }
 
 // ratioRows makes one row per peer (every result but the last, which is
@@ -65,6 +77,8 @@ func compareRows(fig, what, unit string, res []result, target float64, lower boo
 	for i, p := range peers {
 		r := row{Figure: fig, What: what, Unit: unit, Peer: p.name,
 			PeerRuns: p.runs, PeerMedian: median(p.runs), OursRuns: ours.runs, OursMedian: median(ours.runs)}
+		r.PeerMin, r.PeerMax = spread(p.runs)
+		r.OursMin, r.OursMax = spread(ours.runs)
 		var errs []string
 		if p.err != nil {
 			errs = append(errs, p.name+": "+p.err.Error())
@@ -98,6 +112,16 @@ func compareRows(fig, what, unit string, res []result, target float64, lower boo
 	return rows
 }
 
+// failedRows are the rows of a figure that could not run: err for the peers
+// and for iscsifs.
+func failedRows(fig, what, unit string, target float64, lower bool, err error, peers ...string) []row {
+	var res []result
+	for _, p := range append(peers, "iscsifs") {
+		res = append(res, result{name: p, err: err})
+	}
+	return compareRows(fig, what, unit, res, target, lower)
+}
+
 // lowerIsBetter turns the ratio around for a figure where less is better.
 func (r *row) lowerIsBetter() {
 	r.Ratio = 0
@@ -117,12 +141,22 @@ func num(v float64) string {
 	}
 }
 
+// spreadText is the spread of the runs as "min–max", "-" for fewer than
+// two runs.
+func spreadText(runs []float64) string {
+	if len(runs) < 2 {
+		return "-"
+	}
+	lo, hi := spread(runs)
+	return num(lo) + "–" + num(hi)
+}
+
 func printTable(w io.Writer, b *bench, rows []row) {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Fprintf(w, "\niscsifs make bench, %s: %d CPUs, Linux %s, tgtd on 127.0.0.1; median of %d alternating runs; ratio > 1: iscsifs is better\n",
+	fmt.Fprintf(w, "\niscsifs make bench, %s: %d CPUs, Linux %s, tgtd on 127.0.0.1; median (min–max) of %d alternating runs; ratio > 1: iscsifs is better\n",
 		b.start.UTC().Format("2006-01-02"), runtime.NumCPU(), strings.TrimSpace(string(kernel)), b.cfg.runs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fig\tfigure\tpeer\tpeer value\tiscsifs\tunit\tratio\ttarget\tmet")
+	fmt.Fprintln(tw, "fig\tfigure\tpeer\tpeer value\tmin–max\tiscsifs\tmin–max\tunit\tratio\ttarget\tmet")
 	for _, r := range rows {
 		met := ""
 		if r.Met != nil {
@@ -132,8 +166,8 @@ func printTable(w io.Writer, b *bench, rows []row) {
 		if r.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f", r.Ratio)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Figure, r.What, r.Peer,
-			num(r.PeerMedian), num(r.OursMedian), r.Unit, ratio, r.Target, met)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Figure, r.What, r.Peer,
+			num(r.PeerMedian), spreadText(r.PeerRuns), num(r.OursMedian), spreadText(r.OursRuns), r.Unit, ratio, r.Target, met)
 	}
 	tw.Flush()
 	for _, r := range rows {
@@ -158,7 +192,7 @@ func writeJSON(path string, b *bench, rows []row) error {
 	}{
 		Date: b.start.UTC().Format(time.RFC3339), Host: host, Kernel: strings.TrimSpace(string(kernel)),
 		CPUs: runtime.NumCPU(), Runs: b.cfg.runs, Seconds: b.cfg.seconds,
-		Note: "medians of alternating runs against tgtd on 127.0.0.1; ratio above 1: iscsifs is better",
+		Note: "medians (and min, max) of alternating runs against tgtd on 127.0.0.1; ratio above 1: iscsifs is better",
 		Rows: rows,
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
