@@ -14,7 +14,7 @@ func BenchmarkWarmRead(b *testing.B) {
 	p := make([]byte, mib)
 	ctx := context.Background()
 	for off := int64(0); off < span; off += mib {
-		if _, err := c.ReadAt(ctx, p, off); err != nil {
+		if _, err := c.ReadAtContext(ctx, p, off); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -23,7 +23,7 @@ func BenchmarkWarmRead(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		if _, err := c.ReadAt(ctx, p, int64(i%(span/mib))*mib); err != nil {
+		if _, err := c.ReadAtContext(ctx, p, int64(i%(span/mib))*mib); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -41,7 +41,7 @@ func BenchmarkWarmReadParallel(b *testing.B) {
 	ctx := context.Background()
 	p := make([]byte, mib)
 	for off := int64(0); off < span; off += mib {
-		if _, err := c.ReadAt(ctx, p, off); err != nil {
+		if _, err := c.ReadAtContext(ctx, p, off); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -52,7 +52,7 @@ func BenchmarkWarmReadParallel(b *testing.B) {
 		p := make([]byte, mib)
 		i := 0
 		for pb.Next() {
-			if _, err := c.ReadAt(ctx, p, int64(i%(span/mib))*mib); err != nil {
+			if _, err := c.ReadAtContext(ctx, p, int64(i%(span/mib))*mib); err != nil {
 				b.Error(err)
 				return
 			}
@@ -73,7 +73,7 @@ func BenchmarkColdSequentialRead(b *testing.B) {
 	for b.Loop() {
 		c.Invalidate()
 		for off := int64(0); off < span; off += int64(len(p)) {
-			if _, err := c.ReadAt(ctx, p, off); err != nil {
+			if _, err := c.ReadAtContext(ctx, p, off); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -92,7 +92,7 @@ func BenchmarkSequentialWrite(b *testing.B) {
 	b.SetBytes(span)
 	for b.Loop() {
 		for off := int64(0); off < span; off += mib {
-			if _, err := c.WriteAt(ctx, p, off); err != nil {
+			if _, err := c.WriteAtContext(ctx, p, off); err != nil {
 				b.Fatal(err)
 			}
 		}

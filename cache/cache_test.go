@@ -29,7 +29,7 @@ func newCache(t testing.TB, dev Device, opts Options) *Cache {
 func readAt(t testing.TB, c *Cache, off int64, n int) []byte {
 	t.Helper()
 	p := make([]byte, n)
-	if got, err := c.ReadAt(context.Background(), p, off); err != nil || got != n {
+	if got, err := c.ReadAtContext(context.Background(), p, off); err != nil || got != n {
 		t.Fatalf("ReadAt(%d, %d) = %d, %v", off, n, got, err)
 	}
 	return p
@@ -37,7 +37,7 @@ func readAt(t testing.TB, c *Cache, off int64, n int) []byte {
 
 func writeAt(t testing.TB, c *Cache, p []byte, off int64) {
 	t.Helper()
-	if n, err := c.WriteAt(context.Background(), p, off); err != nil || n != len(p) {
+	if n, err := c.WriteAtContext(context.Background(), p, off); err != nil || n != len(p) {
 		t.Fatalf("WriteAt(%d, %d) = %d, %v", off, len(p), n, err)
 	}
 }
@@ -57,7 +57,7 @@ func verify(t testing.TB, c *Cache, dev *testDev, data []byte) {
 	if got := readAt(t, c, 0, len(data)); !bytes.Equal(got, data) {
 		t.Error("cache content differs")
 	}
-	if err := c.Sync(context.Background()); err != nil {
+	if err := c.SyncContext(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dev.content(t), data) {
@@ -148,7 +148,7 @@ func TestLargeReadIsParallel(t *testing.T) {
 	done := make(chan []byte)
 	go func() {
 		p := make([]byte, 4*mib)
-		_, _ = c.ReadAt(context.Background(), p, 2*mib+512)
+		_, _ = c.ReadAtContext(context.Background(), p, 2*mib+512)
 		done <- p
 	}()
 	waitFor(t, func() bool { return dev.inflight.Load() == 6 })
@@ -178,7 +178,7 @@ func TestOverlappingMissesShareFetches(t *testing.T) {
 			defer wg.Done()
 			off := int64(mib + i*512)
 			p := make([]byte, 4096)
-			if _, err := c.ReadAt(context.Background(), p, off); err != nil || !bytes.Equal(p, data[off:off+4096]) {
+			if _, err := c.ReadAtContext(context.Background(), p, off); err != nil || !bytes.Equal(p, data[off:off+4096]) {
 				t.Errorf("reader %d: err %v or wrong data", i, err)
 			}
 		}()
@@ -206,7 +206,7 @@ func TestSameRangeOneFetch(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			p := make([]byte, 300*kib)
-			if _, err := c.ReadAt(context.Background(), p, 100*kib); err != nil {
+			if _, err := c.ReadAtContext(context.Background(), p, 100*kib); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -225,24 +225,24 @@ func TestEOFAndRange(t *testing.T) {
 	c := newCache(t, dev, Options{Size: 4 * mib})
 	ctx := context.Background()
 	p := make([]byte, 4096)
-	n, err := c.ReadAt(ctx, p, 2*mib-100)
+	n, err := c.ReadAtContext(ctx, p, 2*mib-100)
 	if n != 100 || err != io.EOF || !bytes.Equal(p[:100], data[2*mib-100:]) {
 		t.Errorf("read across the end: %d, %v", n, err)
 	}
-	if n, err := c.ReadAt(ctx, p, 2*mib); n != 0 || err != io.EOF {
+	if n, err := c.ReadAtContext(ctx, p, 2*mib); n != 0 || err != io.EOF {
 		t.Errorf("read at the end: %d, %v", n, err)
 	}
-	if n, err := c.WriteAt(ctx, p, 2*mib-10); n != 0 || !errors.Is(err, ErrOutOfRange) {
+	if n, err := c.WriteAtContext(ctx, p, 2*mib-10); n != 0 || !errors.Is(err, ErrOutOfRange) {
 		t.Errorf("write across the end: %d, %v", n, err)
 	}
-	if _, err := c.ReadAt(ctx, p, -1); !errors.Is(err, ErrOutOfRange) {
+	if _, err := c.ReadAtContext(ctx, p, -1); !errors.Is(err, ErrOutOfRange) {
 		t.Errorf("negative offset: %v", err)
 	}
 	writeAt(t, c, p[:10], 2*mib-10)
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.ReadAt(ctx, p, 0); !errors.Is(err, ErrClosed) {
+	if _, err := c.ReadAtContext(ctx, p, 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("read after close: %v", err)
 	}
 	if got := dev.content(t); !bytes.Equal(got[2*mib-10:], p[:10]) {
@@ -355,7 +355,7 @@ func TestReadErrorPropagates(t *testing.T) {
 	c := newCache(t, dev, Options{Size: 4 * mib})
 	dev.failReads.Store(1)
 	p := make([]byte, 8192)
-	_, err := c.ReadAt(context.Background(), p, 4096)
+	_, err := c.ReadAtContext(context.Background(), p, 4096)
 	var de *devError
 	if !errors.As(err, &de) || de.Op != "read" || de.Off != 4096 {
 		t.Fatalf("ReadAt = %v, want the device's error", err)
@@ -364,7 +364,7 @@ func TestReadErrorPropagates(t *testing.T) {
 		t.Error("wrong data after the error")
 	}
 	dev.failReads.Store(1)
-	_, err = c.WriteAt(context.Background(), []byte{1, 2, 3}, mib+1)
+	_, err = c.WriteAtContext(context.Background(), []byte{1, 2, 3}, mib+1)
 	if !errors.As(err, &de) {
 		t.Fatalf("read-modify-write: %v, want the device's error", err)
 	}
@@ -417,7 +417,7 @@ func TestCancelledRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
 	p := make([]byte, 64*kib)
-	if _, err := c.ReadAt(ctx, p, mib); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := c.ReadAtContext(ctx, p, mib); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("ReadAt = %v, want deadline exceeded", err)
 	}
 	open()
@@ -438,7 +438,7 @@ func TestCancelledWriteChangesNothing(t *testing.T) {
 	writeAt(t, c, pattern(3*blockSize, 19), 0) // the dirty limit is 3/4 of the cache
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
-	n, err := c.WriteAt(ctx, pattern(blockSize, 20), 4*mib)
+	n, err := c.WriteAtContext(ctx, pattern(blockSize, 20), 4*mib)
 	if n != 0 || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WriteAt = %d, %v, want 0 and deadline exceeded", n, err)
 	}
@@ -473,7 +473,7 @@ func TestInvalidate(t *testing.T) {
 	if got := readAt(t, c, 0, mib); !bytes.Equal(got, want) {
 		t.Error("after Invalidate: dirty data lost or clean data stale")
 	}
-	if err := c.Sync(context.Background()); err != nil {
+	if err := c.SyncContext(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got := dev.content(t)[:mib]; !bytes.Equal(got, want) {
@@ -520,11 +520,11 @@ func TestByteBound(t *testing.T) {
 				switch {
 				case g == 0: // a sequential reader
 					off = int64(i%32) * mib
-					_, err = c.ReadAt(context.Background(), buf[:mib], off)
+					_, err = c.ReadAtContext(context.Background(), buf[:mib], off)
 				case i%2 == 0:
-					_, err = c.WriteAt(context.Background(), buf[:n], off)
+					_, err = c.WriteAtContext(context.Background(), buf[:n], off)
 				default:
-					_, err = c.ReadAt(context.Background(), buf[:n], off)
+					_, err = c.ReadAtContext(context.Background(), buf[:n], off)
 				}
 				if err != nil {
 					t.Error(err)
@@ -558,7 +558,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	writeAt(t, c, pattern(3*mib, 26), 5*mib+3)
 	open := gate(&dev.readGate)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
-	_, _ = c.ReadAt(ctx, make([]byte, 4096), 15*mib) // leaves a fetch waiting on the gate
+	_, _ = c.ReadAtContext(ctx, make([]byte, 4096), 15*mib) // leaves a fetch waiting on the gate
 	cancel()
 	go func() { time.Sleep(10 * time.Millisecond); open() }()
 	if err := c.Close(context.Background()); err != nil {
@@ -619,3 +619,9 @@ func TestReadDuringWriteback(t *testing.T) {
 	copy(data[4096+50:], over)
 	verify(t, c, dev, data)
 }
+
+// *Cache is an io.ReaderAt and io.WriterAt (the ctx-free convention).
+var (
+	_ io.ReaderAt = (*Cache)(nil)
+	_ io.WriterAt = (*Cache)(nil)
+)

@@ -20,7 +20,7 @@ func TestCloseBoundedByContext(t *testing.T) {
 	p := make([]byte, 4096)
 	reading := make(chan error, 1)
 	go func() {
-		_, err := c.ReadAt(context.Background(), p, 0)
+		_, err := c.ReadAtContext(context.Background(), p, 0)
 		reading <- err
 	}()
 	waitFor(t, func() bool { return dev.inflight.Load() > 0 })
@@ -36,7 +36,7 @@ func TestCloseBoundedByContext(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("Close took %v with a 100 ms context", d)
 	}
-	if _, err := c.ReadAt(context.Background(), make([]byte, 512), 8192); !errors.Is(err, ErrClosed) {
+	if _, err := c.ReadAtContext(context.Background(), make([]byte, 512), 8192); !errors.Is(err, ErrClosed) {
 		t.Errorf("read after Close: %v, want ErrClosed", err)
 	}
 	if err := within(t, reading, "the read in progress"); !errors.Is(err, ErrClosed) {
@@ -72,16 +72,16 @@ func TestAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := make([]byte, 512)
-	if _, err := c.ReadAt(ctx, p, 0); !errors.Is(err, ErrClosed) {
+	if _, err := c.ReadAtContext(ctx, p, 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("ReadAt: %v", err)
 	}
-	if _, err := c.WriteAt(ctx, p, 0); !errors.Is(err, ErrClosed) {
+	if _, err := c.WriteAtContext(ctx, p, 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("WriteAt: %v", err)
 	}
 	if err := c.Flush(ctx); !errors.Is(err, ErrClosed) {
 		t.Errorf("Flush: %v", err)
 	}
-	if err := c.Sync(ctx); !errors.Is(err, ErrClosed) {
+	if err := c.SyncContext(ctx); !errors.Is(err, ErrClosed) {
 		t.Errorf("Sync: %v", err)
 	}
 	if _, err := c.Resize(8 * mib); !errors.Is(err, ErrClosed) {

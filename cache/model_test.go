@@ -126,7 +126,7 @@ func runModel(t *testing.T, bs int, opts Options) {
 				switch {
 				case r < 45:
 					if off+int64(n) > size {
-						if _, err := c.WriteAt(ctx, buf[:n], off); !errors.Is(err, ErrOutOfRange) {
+						if _, err := c.WriteAtContext(ctx, buf[:n], off); !errors.Is(err, ErrOutOfRange) {
 							t.Errorf("write across the end: %v", err)
 						}
 						continue
@@ -134,7 +134,7 @@ func runModel(t *testing.T, bs int, opts Options) {
 					p := buf[:n]
 					fill(p, rng.Uint64())
 					locks.lock(off, end)
-					w, err := c.WriteAt(ctx, p, off)
+					w, err := c.WriteAtContext(ctx, p, off)
 					if err == nil && w == n {
 						copy(model[off:], p)
 					}
@@ -148,7 +148,7 @@ func runModel(t *testing.T, bs int, opts Options) {
 				case r < 95:
 					p := buf[:n]
 					locks.lock(off, end)
-					got, err := c.ReadAt(ctx, p, off)
+					got, err := c.ReadAtContext(ctx, p, off)
 					ok := bytes.Equal(p[:got], model[off:off+int64(got)])
 					locks.unlock(off, end)
 					if got != int(end-off) || (err != nil && !(err == io.EOF && end == size)) {
@@ -173,7 +173,7 @@ func runModel(t *testing.T, bs int, opts Options) {
 	if t.Failed() {
 		return
 	}
-	if err := c.Sync(ctx); err != nil {
+	if err := c.SyncContext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dev.content(t), model) {

@@ -19,7 +19,7 @@ const (
 type Options struct {
 	Size          int64         // cache bytes bound (default 256 MiB)
 	ReadAhead     int64         // max read-ahead window (default 8 MiB, capped at Size/4); 0 disables
-	WriteThrough  bool          // every write durable before WriteAt returns (device write + SyncContext)
+	WriteThrough  bool          // every write durable before WriteAtContext returns (device write + SyncContext)
 	FlushInterval time.Duration // write-back timer (default 5s); negative disables the timer
 	Parallel      int           // max concurrent device requests issued by the cache (default 32)
 	Logger        zerolog.Logger

@@ -97,10 +97,10 @@ func (c *Cache) runFetch(f *fetch) {
 	c.mu.Unlock()
 }
 
-// ReadAt reads len(p) bytes at off. Any size and alignment is accepted; a read
+// ReadAtContext reads len(p) bytes at off. Any size and alignment is accepted; a read
 // past the end of the device returns a short count and io.EOF, like os.File.
 // A read cancelled while it waits returns ctx.Err().
-func (c *Cache) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (c *Cache) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if !c.enter() {
 		return 0, ErrClosed
 	}
@@ -246,4 +246,9 @@ func (c *Cache) prefetchLocked(from, to int64) int64 {
 		pos = end
 	}
 	return to
+}
+
+// ReadAt is ReadAtContext without a deadline: *Cache is an io.ReaderAt.
+func (c *Cache) ReadAt(p []byte, off int64) (int, error) {
+	return c.ReadAtContext(context.Background(), p, off)
 }

@@ -78,7 +78,7 @@ func TestReadAheadStreams(t *testing.T) {
 			defer wg.Done()
 			p := make([]byte, 64*kib)
 			for off := base; off < base+8*mib; off += 64 * kib {
-				if _, err := c.ReadAt(context.Background(), p, off); err != nil || !bytes.Equal(p, data[off:off+64*kib]) {
+				if _, err := c.ReadAtContext(context.Background(), p, off); err != nil || !bytes.Equal(p, data[off:off+64*kib]) {
 					t.Errorf("at %d: %v or wrong data", off, err)
 					return
 				}
@@ -92,7 +92,7 @@ func TestReadAheadStreams(t *testing.T) {
 		p := make([]byte, 4096)
 		for range 100 {
 			off := 16*mib + rng.Int64N(8*mib)&^4095
-			if _, err := c.ReadAt(context.Background(), p, off); err != nil {
+			if _, err := c.ReadAtContext(context.Background(), p, off); err != nil {
 				t.Error(err)
 				return
 			}

@@ -62,7 +62,7 @@ func TestResizeGrow(t *testing.T) {
 		copy(model[oldSize-int64(bs):], across)
 		verify(t, c, dev, model)
 		checkCounts(t, c)
-		if _, err := c.ReadAt(context.Background(), make([]byte, bs), newSize); err != io.EOF {
+		if _, err := c.ReadAtContext(context.Background(), make([]byte, bs), newSize); err != io.EOF {
 			t.Errorf("read at the new end: %v, want io.EOF", err)
 		}
 	}
@@ -93,7 +93,7 @@ func TestResizeShrink(t *testing.T) {
 		t.Errorf("Resize dropped %d dirty bytes, want %d", dropped, want)
 	}
 	checkCounts(t, c)
-	if _, err := c.WriteAt(context.Background(), make([]byte, bs), newSize); !errors.Is(err, ErrOutOfRange) {
+	if _, err := c.WriteAtContext(context.Background(), make([]byte, bs), newSize); !errors.Is(err, ErrOutOfRange) {
 		t.Errorf("write at the new end: %v, want ErrOutOfRange", err)
 	}
 	verify(t, c, dev, model[:newSize])
@@ -175,9 +175,9 @@ func TestResizeRaces(t *testing.T) {
 				// panic or a wrong count is fine.
 				tail := head + rng.Int64N(head)
 				if rng.IntN(2) == 0 {
-					_, _ = c.WriteAt(ctx, p[:min(n, 4*kib)], tail)
+					_, _ = c.WriteAtContext(ctx, p[:min(n, 4*kib)], tail)
 				} else {
-					_, _ = c.ReadAt(ctx, p[:min(n, 64*kib)], tail)
+					_, _ = c.ReadAtContext(ctx, p[:min(n, 64*kib)], tail)
 				}
 			}
 		}()
@@ -194,7 +194,7 @@ func TestResizeRaces(t *testing.T) {
 	wg.Wait()
 	_, _ = c.Resize(head)
 	_ = c.Flush(ctx) // write-back raced past the end may report an error once
-	if err := c.Sync(ctx); err != nil {
+	if err := c.SyncContext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	checkCounts(t, c)

@@ -134,7 +134,7 @@ func TestBypassCancelled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
 	p := make([]byte, 4*kib)
-	if _, err := c.ReadAt(ctx, p, 5*mib); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := c.ReadAtContext(ctx, p, 5*mib); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("ReadAt = %v, want deadline exceeded", err)
 	}
 	open()
@@ -153,7 +153,7 @@ func TestBypassReadError(t *testing.T) {
 	c := newCache(t, dev, Options{Size: 4 * mib, ReadAhead: mib})
 	dev.failReads.Store(1)
 	p := make([]byte, 4*kib)
-	_, err := c.ReadAt(context.Background(), p, 7*mib)
+	_, err := c.ReadAtContext(context.Background(), p, 7*mib)
 	var de *devError
 	if !errors.As(err, &de) || de.Off != 7*mib {
 		t.Fatalf("ReadAt = %v, want the device's error at %d", err, 7*mib)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// WriteAt writes p at off. Any size and alignment is accepted; p is copied, so
+// WriteAtContext writes p at off. Any size and alignment is accepted; p is copied, so
 // the caller may reuse it at once. A write that does not fit inside the device
 // fails with ErrOutOfRange and changes nothing.
 //
@@ -17,9 +17,9 @@ import (
 // first chunk can be cancelled.
 //
 // With Options.WriteThrough the data is written to the device and synced
-// before WriteAt returns; an error then means the data may not be durable (it
+// before WriteAtContext returns; an error then means the data may not be durable (it
 // stays dirty in the cache and later write-back retries it).
-func (c *Cache) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (c *Cache) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if !c.enter() {
 		return 0, ErrClosed
 	}
@@ -232,4 +232,9 @@ func (c *Cache) waitWriteback(ctx context.Context, blocks []*block, off, end int
 		}
 		c.mu.Lock()
 	}
+}
+
+// WriteAt is WriteAtContext without a deadline: *Cache is an io.WriterAt.
+func (c *Cache) WriteAt(p []byte, off int64) (int, error) {
+	return c.WriteAtContext(context.Background(), p, off)
 }

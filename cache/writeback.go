@@ -83,8 +83,11 @@ func (c *Cache) Flush(ctx context.Context) error {
 	return c.flush(ctx)
 }
 
-// Sync is Flush followed by a device sync (SCSI SYNCHRONIZE CACHE).
-func (c *Cache) Sync(ctx context.Context) error {
+// Sync is SyncContext without a deadline, as os.File.Sync.
+func (c *Cache) Sync() error { return c.SyncContext(context.Background()) }
+
+// SyncContext is Flush followed by a device sync (SCSI SYNCHRONIZE CACHE).
+func (c *Cache) SyncContext(ctx context.Context) error {
 	if !c.enter() {
 		return ErrClosed
 	}

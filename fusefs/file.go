@@ -27,7 +27,7 @@
 //     EROFS (files are 0444; with allow_other, a user other than root who
 //     opens a read-only LUN for writing gets EACCES from the kernel's mode
 //     check first, as default_permissions is set);
-//   - fsync and fdatasync call [File.Sync]; close calls [File.Flush] for
+//   - fsync and fdatasync call [File.SyncContext]; close calls [File.Flush] for
 //     handles opened for writing, and both report write-back errors as errnos
 //     (the kernel ignores the result of RELEASE, so that is the last chance);
 //   - fallocate(PUNCH_HOLE|KEEP_SIZE) calls [Discarder.Discard].
@@ -40,16 +40,16 @@ import (
 // File is one LUN as the mount sees it (cmd/ passes a cache over a LUN).
 // All methods may be called concurrently.
 type File interface {
-	// ReadAt reads len(p) bytes at off. It may return io.EOF with a short
+	// ReadAtContext reads len(p) bytes at off. It may return io.EOF with a short
 	// count at the end of the LUN.
-	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
-	// WriteAt writes p at off. It must copy p before returning: the FUSE
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+	// WriteAtContext writes p at off. It must copy p before returning: the FUSE
 	// request buffer is reused as soon as the call returns.
-	WriteAt(ctx context.Context, p []byte, off int64) (int, error)
+	WriteAtContext(ctx context.Context, p []byte, off int64) (int, error)
 	// Flush writes back dirty data (without SYNCHRONIZE CACHE).
 	Flush(ctx context.Context) error
-	// Sync writes back dirty data and makes it durable on the target.
-	Sync(ctx context.Context) error
+	// SyncContext writes back dirty data and makes it durable on the target.
+	SyncContext(ctx context.Context) error
 	// Size is the capacity in bytes. It is read on every GETATTR; after it
 	// changes, call [Server.NotifySize] so that the kernel forgets the old one.
 	Size() int64

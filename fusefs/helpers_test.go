@@ -38,7 +38,7 @@ func newMemFile(size int, seed uint64) *memFile {
 	return f
 }
 
-func (f *memFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (f *memFile) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.readSizes[len(p)]++
@@ -55,7 +55,7 @@ func (f *memFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) 
 	return n, nil
 }
 
-func (f *memFile) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (f *memFile) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writeSizes[len(p)]++
@@ -72,7 +72,7 @@ func (f *memFile) Flush(ctx context.Context) error {
 	return f.flushErr
 }
 
-func (f *memFile) Sync(ctx context.Context) error {
+func (f *memFile) SyncContext(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.syncs++
@@ -143,18 +143,18 @@ type hookedFile struct {
 	before func(ctx context.Context, op string) error
 }
 
-func (f *hookedFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (f *hookedFile) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := f.before(ctx, "read"); err != nil {
 		return 0, err
 	}
-	return f.memFile.ReadAt(ctx, p, off)
+	return f.memFile.ReadAtContext(ctx, p, off)
 }
 
-func (f *hookedFile) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
+func (f *hookedFile) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := f.before(ctx, "write"); err != nil {
 		return 0, err
 	}
-	return f.memFile.WriteAt(ctx, p, off)
+	return f.memFile.WriteAtContext(ctx, p, off)
 }
 
 func (f *hookedFile) Flush(ctx context.Context) error {
@@ -164,11 +164,11 @@ func (f *hookedFile) Flush(ctx context.Context) error {
 	return f.memFile.Flush(ctx)
 }
 
-func (f *hookedFile) Sync(ctx context.Context) error {
+func (f *hookedFile) SyncContext(ctx context.Context) error {
 	if err := f.before(ctx, "sync"); err != nil {
 		return err
 	}
-	return f.memFile.Sync(ctx)
+	return f.memFile.SyncContext(ctx)
 }
 
 // requireFUSE skips the test when this machine cannot mount FUSE, except on

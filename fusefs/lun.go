@@ -122,7 +122,7 @@ func (n *lunNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off in
 	if int64(len(dest)) > size-off {
 		dest = dest[:size-off]
 	}
-	got, err := transferFull(ctx, n.file.ReadAt, dest, off, true)
+	got, err := transferFull(ctx, n.file.ReadAtContext, dest, off, true)
 	if err != nil {
 		return nil, n.m.fail(ctx, "read", n.path, err)
 	}
@@ -147,7 +147,7 @@ func (n *lunNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off i
 		data = data[:size-off]
 	}
 	wctx := context.WithoutCancel(ctx)
-	done, err := transferFull(wctx, n.file.WriteAt, data, off, false)
+	done, err := transferFull(wctx, n.file.WriteAtContext, data, off, false)
 	if err != nil {
 		return 0, n.m.fail(wctx, "write", n.path, err)
 	}
@@ -193,7 +193,7 @@ func (n *lunNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) sysc
 		return 0 // nothing can be dirty, and a write-protected LUN may refuse SYNCHRONIZE CACHE
 	}
 	wctx := context.WithoutCancel(ctx)
-	if err := n.file.Sync(wctx); err != nil {
+	if err := n.file.SyncContext(wctx); err != nil {
 		return n.m.fail(wctx, "fsync", n.path, err)
 	}
 	return 0

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/iscsifs/iscsifs/initiator"
 )
 
 const recovIQN = "iqn.2026-11.lab:recovery"
@@ -408,12 +410,12 @@ func TestRecoveryKeepAlive(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(2 * cfg.KeepAlive) // answered pings change nothing
-		if s.State() != "logged-in" || s.Reconnects() != 0 {
+		if s.State() != initiator.StateLoggedIn || s.Reconnects() != 0 {
 			t.Fatalf("state %q, %d reconnects with a live target", s.State(), s.Reconnects())
 		}
 		tg.Pause()
 		start := time.Now()
-		noticed := pollUntil(10*time.Second, func() bool { return s.State() != "logged-in" })
+		noticed := pollUntil(10*time.Second, func() bool { return s.State() != initiator.StateLoggedIn })
 		took := time.Since(start)
 		tg.Resume()
 		if !noticed {
@@ -424,7 +426,7 @@ func TestRecoveryKeepAlive(t *testing.T) {
 		if took > window+time.Second {
 			t.Errorf("noticed after %v, want within %v", took, window)
 		}
-		if !pollUntil(20*time.Second, func() bool { return s.State() == "logged-in" && s.Reconnects() > 0 }) {
+		if !pollUntil(20*time.Second, func() bool { return s.State() == initiator.StateLoggedIn && s.Reconnects() > 0 }) {
 			t.Fatalf("not re-established after SIGCONT: %q, %d reconnects", s.State(), s.Reconnects())
 		}
 		buf := make([]byte, 4096)
@@ -524,7 +526,7 @@ func TestRecoveryLUNKillRestart(t *testing.T) {
 	tg.Kill()
 	time.Sleep(3 * time.Second)
 	tg.Restart()
-	if !pollUntil(30*time.Second, func() bool { return s.Reconnects() > 0 && s.State() == "logged-in" }) {
+	if !pollUntil(30*time.Second, func() bool { return s.Reconnects() > 0 && s.State() == initiator.StateLoggedIn }) {
 		t.Errorf("not reconnected: %q", s.State())
 	}
 	time.Sleep(time.Second)

@@ -40,8 +40,8 @@ type tableAreas struct {
 
 // WriteAt writes through the cache and notes a write where a partition
 // table lives.
-func (f *lunFile) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
-	n, err := f.Cache.WriteAt(ctx, p, off)
+func (f *lunFile) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	n, err := f.Cache.WriteAtContext(ctx, p, off)
 	if n > 0 && f.touchesTable(off, off+int64(n)) {
 		f.disk.tableDirty.Store(true)
 	}
@@ -83,8 +83,8 @@ func (f *lunFile) Flush(ctx context.Context) error {
 }
 
 // Sync is Flush made durable; tools that write a table also fsync it.
-func (f *lunFile) Sync(ctx context.Context) error {
-	err := f.Cache.Sync(ctx)
+func (f *lunFile) SyncContext(ctx context.Context) error {
+	err := f.Cache.SyncContext(ctx)
 	f.rescanIfDirty(ctx)
 	return err
 }
@@ -103,7 +103,7 @@ type cacheReader struct {
 }
 
 func (r cacheReader) ReadAt(p []byte, off int64) (int, error) {
-	return r.f.Cache.ReadAt(r.ctx, p, off)
+	return r.f.Cache.ReadAtContext(r.ctx, p, off)
 }
 
 // readTable reads f's partition table. A table that cannot be read leaves
@@ -283,7 +283,7 @@ func (p *partFile) within(off, n int64) error {
 	return nil
 }
 
-func (p *partFile) ReadAt(ctx context.Context, b []byte, off int64) (int, error) {
+func (p *partFile) ReadAtContext(ctx context.Context, b []byte, off int64) (int, error) {
 	if off >= p.part.Size {
 		return 0, io.EOF
 	}
@@ -294,22 +294,22 @@ func (p *partFile) ReadAt(ctx context.Context, b []byte, off int64) (int, error)
 	if err := p.within(off, int64(len(b))); err != nil {
 		return 0, err
 	}
-	n, err := p.lun.Cache.ReadAt(ctx, b, p.part.Start+off)
+	n, err := p.lun.Cache.ReadAtContext(ctx, b, p.part.Start+off)
 	if err == nil {
 		err = eof
 	}
 	return n, err
 }
 
-func (p *partFile) WriteAt(ctx context.Context, b []byte, off int64) (int, error) {
+func (p *partFile) WriteAtContext(ctx context.Context, b []byte, off int64) (int, error) {
 	if err := p.within(off, int64(len(b))); err != nil {
 		return 0, err
 	}
-	return p.lun.WriteAt(ctx, b, p.part.Start+off)
+	return p.lun.WriteAtContext(ctx, b, p.part.Start+off)
 }
 
-func (p *partFile) Flush(ctx context.Context) error { return p.lun.Flush(ctx) }
-func (p *partFile) Sync(ctx context.Context) error  { return p.lun.Sync(ctx) }
+func (p *partFile) Flush(ctx context.Context) error       { return p.lun.Flush(ctx) }
+func (p *partFile) SyncContext(ctx context.Context) error { return p.lun.SyncContext(ctx) }
 
 func (p *partFile) Discard(ctx context.Context, off, length int64) error {
 	if err := p.within(off, length); err != nil {

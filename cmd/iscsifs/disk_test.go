@@ -78,27 +78,27 @@ func TestPartFileWindow(t *testing.T) {
 	p := &partFile{lun: f, part: partition.Partition{Number: 1, Start: 64 << 10, Size: 128 << 10}, path: "lun1-part1"}
 	ctx := context.Background()
 	buf := make([]byte, 1024)
-	if n, err := p.ReadAt(ctx, buf, 0); n != 1024 || err != nil || !bytes.Equal(buf, dev.data[64<<10:64<<10+1024]) {
+	if n, err := p.ReadAtContext(ctx, buf, 0); n != 1024 || err != nil || !bytes.Equal(buf, dev.data[64<<10:64<<10+1024]) {
 		t.Errorf("read at 0: %d %v, or wrong data", n, err)
 	}
-	if n, err := p.ReadAt(ctx, buf, 128<<10-512); n != 512 || !errors.Is(err, io.EOF) {
+	if n, err := p.ReadAtContext(ctx, buf, 128<<10-512); n != 512 || !errors.Is(err, io.EOF) {
 		t.Errorf("read across the end: %d %v, want 512 and io.EOF", n, err)
 	}
-	if n, err := p.ReadAt(ctx, buf, 128<<10); n != 0 || !errors.Is(err, io.EOF) {
+	if n, err := p.ReadAtContext(ctx, buf, 128<<10); n != 0 || !errors.Is(err, io.EOF) {
 		t.Errorf("read at the end: %d %v", n, err)
 	}
 	data := bytes.Repeat([]byte{0xee}, 700)
-	if _, err := p.WriteAt(ctx, data, 1000); err != nil {
+	if _, err := p.WriteAtContext(ctx, data, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(dev.data[64<<10+1000:64<<10+1700], data) || dev.data[64<<10+999] == 0xee || dev.data[64<<10+1700] == 0xee {
 		t.Errorf("write at 1000 did not land at the partition's offset + 1000 alone")
 	}
 	var re *initiator.RangeError
-	if _, err := p.WriteAt(ctx, data, 128<<10-100); !errors.As(err, &re) {
+	if _, err := p.WriteAtContext(ctx, data, 128<<10-100); !errors.As(err, &re) {
 		t.Errorf("write across the end: %v, want a RangeError", err)
 	}
-	if _, err := p.WriteAt(ctx, data, -1); !errors.As(err, &re) {
+	if _, err := p.WriteAtContext(ctx, data, -1); !errors.As(err, &re) {
 		t.Errorf("write at -1: %v, want a RangeError", err)
 	}
 }

@@ -81,7 +81,7 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(mc.inFlight, float64(st.InFlight), t)
 		counter(mc.reconnects, float64(st.Reconnects), t)
 		up := 0.0
-		if st.State == "logged-in" {
+		if st.State == initiator.StateLoggedIn {
 			up = 1
 		}
 		gauge(mc.up, up, t)

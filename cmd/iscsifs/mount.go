@@ -507,7 +507,7 @@ func (m *mounted) flush() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = f.Sync(ctx)
+			errs[i] = f.SyncContext(ctx)
 			if errs[i] != nil {
 				m.log.Error().Err(errs[i]).Str("file", f.path).Msg("flush failed")
 			}

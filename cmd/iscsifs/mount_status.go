@@ -319,7 +319,7 @@ func (m *mounted) status() mountStatus {
 	}
 	for _, s := range sessions {
 		st := s.Stats()
-		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State, Params: paramsStatus(s.Params()), Session: st, LUNs: []lunStatus{}}
+		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State.String(), Params: paramsStatus(s.Params()), Session: st, LUNs: []lunStatus{}}
 		for _, f := range files {
 			if f.lun.Session() != s {
 				continue
