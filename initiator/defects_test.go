@@ -32,7 +32,7 @@ func TestVPDLongPage(t *testing.T) {
 	}
 	ft.dropAll()
 	// The reconnection reads the serial again and finds the same one.
-	if !waitFor(10*time.Second, func() bool { return s.Reconnects() == 1 && s.State() == "logged-in" }) {
+	if !waitFor(10*time.Second, func() bool { return s.Reconnects() == 1 && s.State() == StateLoggedIn }) {
 		t.Fatalf("state %q after %d reconnects", s.State(), s.Reconnects())
 	}
 	if err := readBlock(t, ft, l, 0); err != nil {
@@ -52,7 +52,7 @@ func TestCloseWhileRecoveryInstalls(t *testing.T) {
 	cfg.hooks = &testHooks{recovered: func() {
 		s := session.Load()
 		go func() { closed <- s.Close(context.Background()) }()
-		waitFor(5*time.Second, func() bool { return s.State() == "closed" })
+		waitFor(5*time.Second, func() bool { return s.State() == StateClosed })
 	}}
 	s, _ := fakeSession(t, ft, cfg)
 	session.Store(s)

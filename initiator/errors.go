@@ -33,7 +33,7 @@ func (e *LoginError) Error() string {
 }
 
 // Temporary reports whether retrying later may succeed (target errors, class 3).
-func (e *LoginError) Temporary() bool { return e.Class == 3 }
+func (e *LoginError) Temporary() bool { return e.Class == pdu.LoginStatusTargetError }
 
 // IsAuthFailure reports an authentication or authorization failure.
 func (e *LoginError) IsAuthFailure() bool {

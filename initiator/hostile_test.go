@@ -450,7 +450,7 @@ func TestHostileConnectionFails(t *testing.T) {
 			if err := bounded(t, 10*time.Second, func() error { return readBlock(t, ft, l, 0) }); err != nil {
 				t.Fatalf("the session is unusable after a failed command: %v", err)
 			}
-			if s.State() != "logged-in" {
+			if s.State() != StateLoggedIn {
 				t.Errorf("state %q", s.State())
 			}
 		})
@@ -790,7 +790,7 @@ func TestHostileAsyncLogoutDuringIO(t *testing.T) {
 	}
 	old.Load().sendAsync(pdu.AsyncEventLogoutRequest, [8]byte{}, 0, 0, param3, nil)
 	eventAt.Store(time.Now().UnixNano())
-	if !waitFor(10*time.Second, func() bool { return s.Reconnects() == 1 && s.State() == "logged-in" }) {
+	if !waitFor(10*time.Second, func() bool { return s.Reconnects() == 1 && s.State() == StateLoggedIn }) {
 		t.Fatalf("not logged in again: %d reconnects, state %s", s.Reconnects(), s.State())
 	}
 	var before [workers]int32
@@ -937,7 +937,7 @@ func TestHostileAsyncDropTime2Wait(t *testing.T) {
 			s, l := fakeSession(t, ft, hostileConfig(t, nil))
 			at := time.Now()
 			ft.lastConn().sendAsync(event, [8]byte{}, 1, time2Wait, 20, nil)
-			if !waitFor(time.Second, func() bool { return s.State() == "recovering" }) {
+			if !waitFor(time.Second, func() bool { return s.State() == StateRecovering }) {
 				t.Fatalf("state %s after the drop announcement, want recovering", s.State())
 			}
 			err := bounded(t, 10*time.Second, func() error { return readBlock(t, ft, l, 4096) })

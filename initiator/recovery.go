@@ -91,20 +91,65 @@ func (s *Session) Reconnects() int {
 	return s.reconnects
 }
 
-// State describes the session for status output: "logged-in",
-// "recovering", "unavailable" or "closed".
-func (s *Session) State() string {
+// SessionState is where a session is in its life.
+type SessionState int
+
+const (
+	// StateLoggedIn: a connection is in Full Feature Phase.
+	StateLoggedIn SessionState = iota
+	// StateRecovering: the connection failed; commands wait while a new
+	// one logs in (up to the replacement timeout).
+	StateRecovering
+	// StateUnavailable: the replacement timeout passed without a
+	// connection; commands fail until recovery succeeds.
+	StateUnavailable
+	// StateClosed: Close was called.
+	StateClosed
+)
+
+// String is the state's name in status output: "logged-in", "recovering",
+// "unavailable" or "closed".
+func (st SessionState) String() string {
+	switch st {
+	case StateLoggedIn:
+		return "logged-in"
+	case StateRecovering:
+		return "recovering"
+	case StateUnavailable:
+		return "unavailable"
+	case StateClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("SessionState(%d)", int(st))
+}
+
+// MarshalText writes the state as its String (JSON status files).
+func (st SessionState) MarshalText() ([]byte, error) { return []byte(st.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote.
+func (st *SessionState) UnmarshalText(b []byte) error {
+	for _, v := range []SessionState{StateLoggedIn, StateRecovering, StateUnavailable, StateClosed} {
+		if string(b) == v.String() {
+			*st = v
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown session state %q", b)
+}
+
+// State returns where the session is in its life.
+func (s *Session) State() SessionState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed:
-		return "closed"
+		return StateClosed
 	case s.unavailable != nil:
-		return "unavailable"
+		return StateUnavailable
 	case s.recovering:
-		return "recovering"
+		return StateRecovering
 	}
-	return "logged-in"
+	return StateLoggedIn
 }
 
 // connFor returns a live connection, waiting while the session recovers

@@ -89,7 +89,7 @@ func TestRecoveryKeepAliveSilentTarget(t *testing.T) {
 
 	silent.Store(true)
 	start := time.Now()
-	if !waitFor(5*time.Second, func() bool { return s.State() != "logged-in" || s.Reconnects() > 0 }) {
+	if !waitFor(5*time.Second, func() bool { return s.State() != StateLoggedIn || s.Reconnects() > 0 }) {
 		t.Fatal("a silent target was not noticed")
 	}
 	window := cfg.KeepAlive + cfg.KeepAlive/2 + cfg.KeepAliveWait
@@ -97,7 +97,7 @@ func TestRecoveryKeepAliveSilentTarget(t *testing.T) {
 		t.Errorf("noticed after %v, want within %v", d, window)
 	}
 	silent.Store(false)
-	if !waitFor(5*time.Second, func() bool { return s.Reconnects() > 0 && s.State() == "logged-in" }) {
+	if !waitFor(5*time.Second, func() bool { return s.Reconnects() > 0 && s.State() == StateLoggedIn }) {
 		t.Fatalf("not reconnected: state %s", s.State())
 	}
 	if err := readBlock(t, ft, l, 4096); err != nil {
@@ -168,7 +168,7 @@ func TestRecoveryBackoff(t *testing.T) {
 			t.Errorf("attempt gaps %v then %v: want growing, at most %v", prev, gap, reconnectMaxDelay)
 		}
 	}
-	if s.State() != "recovering" {
+	if s.State() != StateRecovering {
 		t.Errorf("state %q during the outage", s.State())
 	}
 
@@ -257,7 +257,7 @@ func TestRecoveryDeviceChanged(t *testing.T) {
 	if !errors.Is(err, ErrDeviceChanged) || !errors.As(err, &ue) {
 		t.Fatalf("got %v, want ErrDeviceChanged in a SessionUnavailableError", err)
 	}
-	if s.State() != "unavailable" {
+	if s.State() != StateUnavailable {
 		t.Errorf("state %q", s.State())
 	}
 	ft.mu.Lock()
@@ -315,7 +315,7 @@ func TestRecoveryUnavailableThenBack(t *testing.T) {
 	}
 
 	silent.Store(false)
-	if !waitFor(15*time.Second, func() bool { return s.State() == "logged-in" }) {
+	if !waitFor(15*time.Second, func() bool { return s.State() == StateLoggedIn }) {
 		t.Fatalf("not back: state %q", s.State())
 	}
 	if err := readBlock(t, ft, l, 4096); err != nil {
@@ -354,7 +354,7 @@ func TestRecoveryFailFast(t *testing.T) {
 		t.Errorf("failing fast took %v", d)
 	}
 	sd.down.Store(false)
-	if !waitFor(10*time.Second, func() bool { return s.State() == "logged-in" }) {
+	if !waitFor(10*time.Second, func() bool { return s.State() == StateLoggedIn }) {
 		t.Fatalf("not back: %q", s.State())
 	}
 	if err := readBlock(t, ft, l, 0); err != nil {

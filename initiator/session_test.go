@@ -3,6 +3,7 @@ package initiator
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"runtime"
@@ -226,7 +227,7 @@ func TestSessionReplacementTimeout(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("failing took %v with a 300ms replacement timeout", d)
 	}
-	if s.State() != "unavailable" {
+	if s.State() != StateUnavailable {
 		t.Errorf("state %q", s.State())
 	}
 	// The target comes back on the same address: I/O works again without a
@@ -248,7 +249,7 @@ func TestSessionReplacementTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("I/O after the target came back: %v", err)
 	}
-	if s.State() != "logged-in" || s.Reconnects() != 1 {
+	if s.State() != StateLoggedIn || s.Reconnects() != 1 {
 		t.Errorf("state %q, %d reconnects", s.State(), s.Reconnects())
 	}
 }
@@ -323,7 +324,7 @@ func TestSessionStats(t *testing.T) {
 	if st.Commands-before.Commands != 11 || st.ReadBytes-before.ReadBytes != 10*64<<10 || st.WriteBytes-before.WriteBytes != 64<<10 {
 		t.Errorf("stats %+v (before %+v)", st, before)
 	}
-	if st.LatencyP50 <= 0 || st.LatencyP99 < st.LatencyP50 || st.LatencyP999 < st.LatencyP99 || st.State != "logged-in" {
+	if st.LatencyP50 <= 0 || st.LatencyP99 < st.LatencyP50 || st.LatencyP999 < st.LatencyP99 || st.State != StateLoggedIn {
 		t.Errorf("latency %v %v %v, state %q", st.LatencyP50, st.LatencyP99, st.LatencyP999, st.State)
 	}
 	if sum := st.LatencySum - before.LatencySum; sum <= 0 || sum > time.Duration(st.Commands-before.Commands)*st.LatencyP999 {
@@ -345,5 +346,31 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(b, 0, 0.5) != 0 {
 		t.Error("empty histogram")
+	}
+}
+
+// TestSessionStateText: every state's JSON form is its String, and reads back.
+func TestSessionStateText(t *testing.T) {
+	for _, tc := range []struct {
+		st   SessionState
+		text string
+	}{
+		{StateLoggedIn, "logged-in"},
+		{StateRecovering, "recovering"},
+		{StateUnavailable, "unavailable"},
+		{StateClosed, "closed"},
+	} {
+		b, err := json.Marshal(Stats{State: tc.st})
+		if err != nil || !strings.Contains(string(b), `"state":"`+tc.text+`"`) {
+			t.Errorf("%v: %s %v", tc.st, b, err)
+		}
+		var back Stats
+		if err := json.Unmarshal(b, &back); err != nil || back.State != tc.st {
+			t.Errorf("%s read back as %v: %v", b, back.State, err)
+		}
+	}
+	var st SessionState
+	if err := st.UnmarshalText([]byte("dancing")); err == nil {
+		t.Error("an unknown state was accepted")
 	}
 }

@@ -36,14 +36,14 @@ func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
 
 // Stats is a snapshot of a session's counters since login.
 type Stats struct {
-	Commands   uint64 `json:"commands"`
-	Errors     uint64 `json:"errors"`
-	ReadBytes  uint64 `json:"read_bytes"`
-	WriteBytes uint64 `json:"write_bytes"`
-	InFlight   int    `json:"in_flight"`
-	PeakFlight int    `json:"peak_in_flight"`
-	Reconnects int    `json:"reconnects"`
-	State      string `json:"state"`
+	Commands   uint64       `json:"commands"`
+	Errors     uint64       `json:"errors"`
+	ReadBytes  uint64       `json:"read_bytes"`
+	WriteBytes uint64       `json:"write_bytes"`
+	InFlight   int          `json:"in_flight"`
+	PeakFlight int          `json:"peak_in_flight"`
+	Reconnects int          `json:"reconnects"`
+	State      SessionState `json:"state"`
 	// Latency percentiles of successful commands (upper bucket bounds,
 	// within a factor of two).
 	LatencyP50  time.Duration `json:"latency_p50_ns"`
