@@ -110,6 +110,12 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 	if err != nil {
 		return nil, err
 	}
+	if cmd.Write != nil {
+		// The send queue references the data (sendQueue): it must not
+		// go back to the caller while a write of it may be in progress,
+		// even if the target answered early.
+		defer c.waitSent()
+	}
 	if c.hooks != nil && c.hooks.queued != nil {
 		c.hooks.queued()
 	}

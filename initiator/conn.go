@@ -44,6 +44,12 @@ type conn struct {
 	// socket buffer was full (restQ holds its memory). Guarded by sendMu.
 	rest  net.Buffers
 	restQ *sendQueue
+	// Batches are numbered: sqGen is the number of the batch sq fills,
+	// sentGen the highest whose write finished (written or failed), restGen
+	// the number of rest. A write command waits until the batches holding
+	// its data are done (waitSent): the queue references large buffers
+	// instead of copying them. Guarded by sendMu.
+	sqGen, sentGen, restGen uint64
 	// raw is the socket for non-blocking inline writes; nil when the
 	// connection is no TCP socket (every batch then goes to the writer).
 	raw syscall.RawConn
@@ -121,6 +127,7 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery
 		r:         r,
 		sq:        &sendQueue{},
 		spare:     &sendQueue{},
+		sqGen:     1,
 		flushCh:   make(chan struct{}, 1),
 		params:    st.params,
 		discovery: discovery,

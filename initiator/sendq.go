@@ -95,13 +95,13 @@ func (c *conn) writeInline() {
 		return
 	}
 	for round := 0; ; round++ {
-		q := c.sq
-		c.sq, c.spare = c.spare, q
+		q, gen := c.takeBatchLocked()
 		c.sendMu.Unlock()
 		rest, err := c.writeNonBlocking(q.segs)
 		c.sendMu.Lock()
 		if err != nil {
 			c.writing = false
+			c.batchDoneLocked(q, gen)
 			c.sendMu.Unlock()
 			c.fail(err)
 			c.sendMu.Lock()
@@ -111,12 +111,11 @@ func (c *conn) writeInline() {
 			if c.hooks != nil && c.hooks.inlineRest != nil {
 				c.hooks.inlineRest()
 			}
-			c.rest, c.restQ = rest, q
+			c.rest, c.restQ, c.restGen = rest, q, gen
 			c.handToWriter()
 			return
 		}
-		q.reset()
-		c.flushed.Broadcast()
+		c.batchDoneLocked(q, gen)
 		if c.sq.size == 0 {
 			c.writing = false
 			return
@@ -125,6 +124,38 @@ func (c *conn) writeInline() {
 			c.handToWriter()
 			return
 		}
+	}
+}
+
+// takeBatchLocked takes the queue for writing and returns it with its number.
+func (c *conn) takeBatchLocked() (*sendQueue, uint64) {
+	q, gen := c.sq, c.sqGen
+	c.sq, c.spare = c.spare, q
+	c.sqGen++
+	return q, gen
+}
+
+// batchDoneLocked records that the write of batch gen ended (its buffers are
+// no longer in use) and wakes who waits for it.
+func (c *conn) batchDoneLocked(q *sendQueue, gen uint64) {
+	q.reset()
+	c.sentGen = max(c.sentGen, gen)
+	c.flushed.Broadcast()
+}
+
+// waitSent returns once no write of what is queued now is in progress: the
+// batches queued so far are written, or the connection failed and nobody
+// writes them. A write command calls it before it returns, because the
+// queue references its buffer (sendQueue).
+func (c *conn) waitSent() {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	target := c.sqGen - 1
+	if c.sq.size > 0 {
+		target = c.sqGen
+	}
+	for c.sentGen < target && c.writing {
+		c.flushed.Wait()
 	}
 }
 
@@ -207,16 +238,16 @@ func (c *conn) writeLoop() {
 		c.sendMu.Lock()
 		for {
 			var segs net.Buffers
-			q := c.restQ
+			q, gen := c.restQ, c.restGen
 			if q != nil {
 				segs = c.rest
 				c.rest, c.restQ = nil, nil
 			} else if c.sq.size > 0 {
-				q = c.sq
-				c.sq, c.spare = c.spare, q
+				q, gen = c.takeBatchLocked()
 				segs = q.segs
 			} else {
 				c.writing = false
+				c.flushed.Broadcast()
 				break
 			}
 			c.sendMu.Unlock()
@@ -227,8 +258,7 @@ func (c *conn) writeLoop() {
 				_ = c.nc.SetWriteDeadline(time.Time{})
 			}
 			c.sendMu.Lock()
-			q.reset()
-			c.flushed.Broadcast()
+			c.batchDoneLocked(q, gen)
 			if err != nil {
 				c.writing = false
 				c.sendMu.Unlock()
