@@ -62,6 +62,7 @@ type fakeTarget struct {
 	pings    atomic.Int32 // answered pings
 	overruns atomic.Int32 // commands beyond MaxCmdSN, over all connections
 	conns    []net.Conn
+	extraLns []net.Listener // listenAlso's portals, guarded by mu
 	wg       sync.WaitGroup
 }
 
@@ -88,12 +89,29 @@ func listenFakeTarget(size int) (*fakeTarget, error) {
 	return ft, nil
 }
 
-func (ft *fakeTarget) start() string {
+func (ft *fakeTarget) start() string { return ft.serve(ft.ln) }
+
+// listenAlso opens another portal of the same target (the same disk and
+// state), on addr ("127.0.0.1:0" for any port), and returns its address.
+// close closes it too.
+func (ft *fakeTarget) listenAlso(addr string) (string, net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, err
+	}
+	ft.mu.Lock()
+	ft.extraLns = append(ft.extraLns, ln)
+	ft.mu.Unlock()
+	return ft.serve(ln), ln, nil
+}
+
+// serve accepts connections on ln until it is closed.
+func (ft *fakeTarget) serve(ln net.Listener) string {
 	ft.wg.Add(1)
 	go func() {
 		defer ft.wg.Done()
 		for {
-			nc, err := ft.ln.Accept()
+			nc, err := ln.Accept()
 			if err != nil {
 				return
 			}
@@ -108,7 +126,7 @@ func (ft *fakeTarget) start() string {
 			}()
 		}
 	}()
-	return ft.ln.Addr().String()
+	return ln.Addr().String()
 }
 
 // dropAll closes every connection (a network failure).
@@ -123,6 +141,11 @@ func (ft *fakeTarget) dropAll() {
 
 func (ft *fakeTarget) close() {
 	ft.ln.Close()
+	ft.mu.Lock()
+	for _, ln := range ft.extraLns {
+		ln.Close()
+	}
+	ft.mu.Unlock()
 	ft.dropAll()
 	ft.wg.Wait()
 }

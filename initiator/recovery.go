@@ -66,12 +66,13 @@ func (s *Session) installLocked(c *conn) {
 // installRecovered installs the connection recovery opened, unless the
 // session was closed meanwhile: the check and the install are one step, so
 // a Close cannot come in between and miss the new connection.
-func (s *Session) installRecovered(c *conn) bool {
+func (s *Session) installRecovered(c *conn, p *sessionPath) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
+	s.usePathLocked(p)
 	s.reconnects++
 	s.recovering = false
 	s.installLocked(c)
@@ -271,18 +272,12 @@ func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 		if ctx.Err() != nil {
 			return
 		}
-		c, err := s.connect(ctx)
-		if err == nil {
-			err = s.revalidate(ctx, c)
-			if err != nil {
-				c.close(err)
-			}
-		}
+		c, p, err := s.connectAnyPath(ctx, true)
 		if err == nil {
 			if h := s.cfg.hooks; h != nil && h.recovered != nil {
 				h.recovered()
 			}
-			if !s.installRecovered(c) {
+			if !s.installRecovered(c, p) {
 				c.close(ErrSessionClosed)
 				return
 			}
@@ -344,16 +339,39 @@ func (s *Session) revalidate(ctx context.Context, c *conn) error {
 		if _, err := s.do(ctx, exec, n, scsi.TestUnitReady(), nil, nil); err != nil {
 			return err
 		}
-		if l.Serial == "" {
-			continue
+		if err := s.sameLU(ctx, exec, l); err != nil {
+			return err
 		}
-		page, err := s.vpdWith(ctx, exec, n, scsi.VPDUnitSerial)
+	}
+	return nil
+}
+
+// sameLU checks that LUN l still names the logical unit it did when opened:
+// the same LU designator (VPD 0x83) if it had one, else the same unit serial
+// (VPD 0x80). A reconnect, possibly through another portal, must never lead
+// writes to another disk.
+func (s *Session) sameLU(ctx context.Context, exec func(context.Context, *Command) (*Response, error), l *LUN) error {
+	switch {
+	case l.Identifier != "":
+		page, err := s.vpdWith(ctx, exec, l.lun, scsi.VPDDeviceIdentification)
+		if err != nil {
+			return err
+		}
+		id := ""
+		if ds, err := scsi.ParseDeviceIdentification(page); err == nil {
+			id = scsi.LUIdentifier(ds)
+		}
+		if id != l.Identifier {
+			return fmt.Errorf("%w: LUN %d designator %q, was %q", ErrDeviceChanged, l.lun, id, l.Identifier)
+		}
+	case l.Serial != "":
+		page, err := s.vpdWith(ctx, exec, l.lun, scsi.VPDUnitSerial)
 		if err != nil {
 			return err
 		}
 		serial, err := scsi.ParseUnitSerial(page)
 		if err != nil || serial != l.Serial {
-			return fmt.Errorf("%w: LUN %d serial %q, was %q", ErrDeviceChanged, n, serial, l.Serial)
+			return fmt.Errorf("%w: LUN %d serial %q, was %q", ErrDeviceChanged, l.lun, serial, l.Serial)
 		}
 	}
 	return nil

@@ -50,6 +50,12 @@ type Config struct {
 	// Logger receives the library's log events. The zero Logger discards
 	// them: a program that configures nothing sees no output.
 	Logger zerolog.Logger
+	// Portals are other portals ("host:port", port 3260 if left out) of
+	// the same target: when the connection is lost, recovery logs in
+	// through them, in order, if the portal in use does not answer
+	// (failover). Each must lead to the same logical units (VPD 0x83, or
+	// 0x80); one that does not is never used.
+	Portals []string
 	// Dial opens the TCP connection (default: net.Dialer with TCP keep-alive).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
@@ -107,7 +113,8 @@ type Session struct {
 	stopBg context.CancelFunc
 
 	mu         sync.Mutex
-	portal     string
+	portal     string         // of the connection in use (or last used)
+	paths      []*sessionPath // portal first, then Config.Portals
 	conn       *conn
 	tsih       uint16
 	tpgt       int
@@ -143,6 +150,10 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		tpgt:      -1,
 		changed:   make(chan struct{}),
 		luns:      map[uint64]*LUN{},
+		paths:     newPaths(portal, cfg.Portals),
+	}
+	if discovery {
+		s.paths = s.paths[:1]
 	}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	// Random-format ISID (T=10b, RFC 7143 §10.1.1), kept for the life of the
@@ -152,11 +163,14 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		return nil, err
 	}
 	s.isid[0] = 0x80
-	c, err := s.connect(ctx)
+	c, p, err := s.connectAnyPath(ctx, false)
 	if err != nil {
 		s.stopBg()
 		return nil, err
 	}
+	s.mu.Lock()
+	s.usePathLocked(p)
+	s.mu.Unlock()
 	s.install(c)
 	return s, nil
 }
@@ -169,9 +183,9 @@ func (s *Session) goroutine(f func(ctx context.Context)) bool {
 
 // connect dials and logs in, following redirects and falling back to MD5
 // CHAP once when a stronger algorithm is refused.
-func (s *Session) connect(ctx context.Context) (*conn, error) {
+func (s *Session) connect(ctx context.Context, portal string) (*conn, error) {
 	algs := s.cfg.CHAPAlgorithms
-	portal := s.portal
+	start := portal
 	redirects := 0
 	fellBack := false
 	for {
@@ -180,8 +194,8 @@ func (s *Session) connect(ctx context.Context) (*conn, error) {
 		var le *LoginError
 		switch {
 		case err == nil:
-			if portal != s.portal {
-				s.log.Info().Str("to", portal).Msg("login redirected")
+			if portal != start {
+				s.log.Info().Str("from", start).Str("to", portal).Msg("login redirected")
 			}
 			return c, nil
 		case errors.As(err, &rd):
@@ -190,8 +204,16 @@ func (s *Session) connect(ctx context.Context) (*conn, error) {
 				return nil, &LoginError{Target: s.target, Portal: portal, Reason: "too many login redirects"}
 			}
 			if rd.permanent {
+				// The target moved: the path is its new address.
 				s.mu.Lock()
-				s.portal = rd.address
+				for _, p := range s.paths {
+					if p.portal == portal {
+						p.portal = rd.address
+					}
+				}
+				if s.portal == portal {
+					s.portal = rd.address
+				}
 				s.mu.Unlock()
 			}
 			portal = rd.address

@@ -1056,6 +1056,12 @@ type statusJSON struct {
 		Session struct {
 			Commands uint64 `json:"commands"`
 		} `json:"session"`
+		Paths []struct {
+			Portal   string `json:"portal"`
+			State    string `json:"state"`
+			Logins   int    `json:"logins"`
+			Failures int    `json:"failures"`
+		} `json:"paths"`
 		LUNs []struct {
 			LUN       uint64 `json:"lun"`
 			Path      string `json:"path"`

@@ -80,6 +80,7 @@ func busyPollFlag(def time.Duration) cli.Flag {
 func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "initiator-name", Usage: "our iSCSI name (IQN)", Value: initiator.DefaultInitiatorName, EnvVars: []string{"ISCSIFS_INITIATOR_NAME"}},
+		&cli.StringSliceFlag{Name: "portal", Usage: "another portal (HOST[:PORT]) of the same target, used when the URL's portal is lost (failover; repeat for more)"},
 		&cli.StringFlag{Name: "chap-user", Usage: "CHAP user name"},
 		&cli.StringFlag{Name: "chap-secret", Usage: "CHAP secret (visible in ps: prefer --chap-secret-file or ISCSIFS_CHAP_SECRET)"},
 		&cli.StringFlag{Name: "chap-secret-file", Usage: "file holding the CHAP secret"},
@@ -170,6 +171,11 @@ func sessionConfig(c *cli.Context, u *initiator.URL, log zerolog.Logger) (initia
 	}
 	if cfg.Negotiation.DataDigest, err = initiator.ParseDigestPolicy(dd); err != nil {
 		return cfg, fmt.Errorf("--data-digest: %w", err)
+	}
+	for _, p := range c.StringSlice("portal") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.Portals = append(cfg.Portals, p)
+		}
 	}
 	cfg.LoginTimeout = c.Duration("timeout")
 	cfg.CommandTimeout = c.Duration("timeout")

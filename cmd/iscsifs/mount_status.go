@@ -217,12 +217,13 @@ type mountStatus struct {
 }
 
 type targetStatus struct {
-	Target  string          `json:"target"`
-	Portal  string          `json:"portal"`
-	State   string          `json:"state"` // logged-in, recovering, unavailable, closed, not-logged-in
-	Params  paramStatus     `json:"params"`
-	Session initiator.Stats `json:"session"`
-	LUNs    []lunStatus     `json:"luns"`
+	Target  string                 `json:"target"`
+	Portal  string                 `json:"portal"`
+	State   string                 `json:"state"` // logged-in, recovering, unavailable, closed, not-logged-in
+	Params  paramStatus            `json:"params"`
+	Session initiator.Stats        `json:"session"`
+	Paths   []initiator.PathStatus `json:"paths"`
+	LUNs    []lunStatus            `json:"luns"`
 }
 
 // paramStatus is initiator.Params with JSON names.
@@ -319,7 +320,7 @@ func (m *mounted) status() mountStatus {
 	}
 	for _, s := range sessions {
 		st := s.Stats()
-		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State.String(), Params: paramsStatus(s.Params()), Session: st, LUNs: []lunStatus{}}
+		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State.String(), Params: paramsStatus(s.Params()), Session: st, Paths: s.Paths(), LUNs: []lunStatus{}}
 		for _, f := range files {
 			if f.lun.Session() != s {
 				continue

@@ -75,6 +75,15 @@ func printStatus(w io.Writer, st mountStatus, stats mountStats) {
 			continue
 		}
 		fmt.Fprintf(w, "%s at %s: %s, %d reconnects\n", t.Target, t.Portal, t.State, s.Reconnects)
+		if len(t.Paths) > 1 {
+			for _, p := range t.Paths {
+				fmt.Fprintf(w, "  path %s: %s, %d logins, %d failed", p.Portal, p.State, p.Logins, p.Failures)
+				if p.LastError != "" {
+					fmt.Fprintf(w, " (last: %s)", p.LastError)
+				}
+				fmt.Fprintln(w)
+			}
+		}
 		p := t.Params
 		fmt.Fprintf(w, "  negotiated: burst %d/%d, segment in %d out %d, InitialR2T %v, ImmediateData %v, digests header %v data %v\n",
 			p.FirstBurstLength, p.MaxBurstLength, p.MaxRecvDataSegmentLength, p.TargetMaxRecvDataSegmentLength,

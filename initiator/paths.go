@@ -1,0 +1,195 @@
+package initiator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+)
+
+// A session reaches its target through one of its paths: the portal it was
+// opened with, then Config.Portals. When the connection fails, recovery
+// logs in again through the path it used, then through the others in their
+// order (failover); a path that leads to another logical unit is never used
+// again. There is no failback: the session stays on a working path, and a
+// path that came back is used at the next failure.
+
+// PathState is what a session knows of one of its paths.
+type PathState int
+
+const (
+	// PathActive: the session's connection runs over it.
+	PathActive PathState = iota
+	// PathStandby: not in use; tried when the active path fails.
+	PathStandby
+	// PathFailed: the last login through it failed.
+	PathFailed
+	// PathWrongLU: it leads to another logical unit (VPD 0x83 or 0x80
+	// differ): it is never used.
+	PathWrongLU
+)
+
+var pathStateNames = [...]string{"active", "standby", "failed", "wrong-lu"}
+
+func (st PathState) String() string {
+	if st >= 0 && int(st) < len(pathStateNames) {
+		return pathStateNames[st]
+	}
+	return "PathState(" + strconv.Itoa(int(st)) + ")"
+}
+
+// MarshalText writes the state as its String (JSON status files).
+func (st PathState) MarshalText() ([]byte, error) { return []byte(st.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote.
+func (st *PathState) UnmarshalText(b []byte) error {
+	for i, n := range pathStateNames {
+		if string(b) == n {
+			*st = PathState(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown path state %q", b)
+}
+
+// PathStatus is one path of a session (Session.Paths).
+type PathStatus struct {
+	Portal    string    `json:"portal"`
+	State     PathState `json:"state"`
+	Logins    int       `json:"logins"`   // logins through it that succeeded
+	Failures  int       `json:"failures"` // logins through it that failed
+	LastError string    `json:"last_error,omitempty"`
+}
+
+type sessionPath struct {
+	portal   string
+	state    PathState
+	logins   int
+	failures int
+	lastErr  error
+}
+
+// newPaths is the path list of a session opened at portal: portal first,
+// then the others, without duplicates. A portal without a port gets 3260.
+func newPaths(portal string, others []string) []*sessionPath {
+	var paths []*sessionPath
+	seen := map[string]bool{}
+	for i, p := range append([]string{portal}, others...) {
+		if i > 0 {
+			p = withDefaultPort(p)
+		}
+		if p == "" || seen[p] {
+			continue
+		}
+		seen[p] = true
+		paths = append(paths, &sessionPath{portal: p, state: PathStandby})
+	}
+	return paths
+}
+
+// withDefaultPort adds the iSCSI port to a portal given without one.
+func withDefaultPort(p string) string {
+	if _, _, err := net.SplitHostPort(p); err == nil {
+		return p
+	}
+	return net.JoinHostPort(p, strconv.Itoa(DefaultPort))
+}
+
+// Paths returns the session's paths, the active one marked.
+func (s *Session) Paths() []PathStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PathStatus, len(s.paths))
+	for i, p := range s.paths {
+		out[i] = PathStatus{Portal: p.portal, State: p.state, Logins: p.logins, Failures: p.failures}
+		if p.lastErr != nil {
+			out[i].LastError = p.lastErr.Error()
+		}
+	}
+	return out
+}
+
+// pathOrder is the order in which a login tries the paths: the one in use
+// (or last used) first, then the others in their configured order; paths to
+// another logical unit are left out.
+func (s *Session) pathOrder() []*sessionPath {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first, rest []*sessionPath
+	for _, p := range s.paths {
+		switch {
+		case p.state == PathWrongLU:
+		case p.portal == s.portal:
+			first = append(first, p)
+		default:
+			rest = append(rest, p)
+		}
+	}
+	return append(first, rest...)
+}
+
+// connectAnyPath logs in through the first path that works, in pathOrder.
+// With check (recovery), the new connection must reach the logical units
+// the session has open (revalidate); a path that leads elsewhere is marked
+// PathWrongLU with a warning and the next one is tried. The error is the
+// first path's, or ErrDeviceChanged when no path to the same units is left.
+func (s *Session) connectAnyPath(ctx context.Context, check bool) (*conn, *sessionPath, error) {
+	var firstErr, wrongLU error
+	for _, p := range s.pathOrder() {
+		c, err := s.connect(ctx, p.portal)
+		if err == nil && check {
+			if err = s.revalidate(ctx, c); err != nil {
+				c.close(err)
+			}
+		}
+		s.mu.Lock()
+		if err == nil {
+			p.logins++
+			p.lastErr = nil
+		} else {
+			p.failures++
+			p.lastErr = err
+			p.state = PathFailed
+			if errors.Is(err, ErrDeviceChanged) {
+				p.state = PathWrongLU
+			}
+		}
+		s.mu.Unlock()
+		if err == nil {
+			return c, p, nil
+		}
+		if errors.Is(err, ErrDeviceChanged) {
+			s.log.Warn().Str("path", p.portal).Err(err).Msg("path leads to another logical unit; never using it")
+			wrongLU = err
+			continue
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if firstErr == nil {
+		firstErr = wrongLU
+	}
+	if firstErr == nil {
+		firstErr = fmt.Errorf("%w: no path to %s leads to the same logical units", ErrDeviceChanged, s.target)
+	}
+	return nil, nil, firstErr
+}
+
+// usePathLocked makes p the active path (s.mu held).
+func (s *Session) usePathLocked(p *sessionPath) {
+	for _, q := range s.paths {
+		if q.state == PathActive {
+			q.state = PathStandby
+		}
+	}
+	p.state = PathActive
+	if p.portal != s.portal {
+		s.log.Warn().Str("from", s.portal).Str("to", p.portal).Msg("failed over to another path")
+		s.portal = p.portal
+	}
+}

@@ -1,0 +1,99 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestFailover: a mount with a second portal of the same target (--portal)
+// reads a 256 MiB LUN while the first portal goes away (tgtadm deletes its
+// listener and drops the connections): the read completes with the backing
+// file's sha256 and no error, well inside the replacement timeout, and
+// status.json shows the second path active.
+func TestFailover(t *testing.T) {
+	const iqn = "iqn.2026-12.lab:failover"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 256 << 20, Fill: "random"}}})
+	first := tg.Portal
+	second := fmt.Sprintf("127.0.0.2:%d", tg.Port)
+	if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "new", "--mode", "portal", "--param", "portal="+second); err != nil {
+		t.Fatalf("adding portal %s: %v\n%s", second, err, out)
+	}
+	m := startMount(t, iscsifsBinary(t), "iscsi://"+first+"/"+iqn+"/1",
+		"--portal", second, "--cache-size", "16MiB", "--replacement-timeout", "60s")
+	want := mntFileSHA256(t, tg.BackingFile(iqn, 1))
+
+	f, err := os.Open(m.path("lun1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	var failedAt time.Duration
+	for n := 0; ; n++ {
+		if n == 32 { // an eighth of the LUN read: the first path goes
+			if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "delete", "--mode", "portal", "--param", "portal="+first); err != nil {
+				t.Fatalf("deleting portal %s: %v\n%s", first, err, out)
+			}
+			out, err := tg.TGTAdm("--lld", "iscsi", "--op", "show", "--mode", "conn", "--tid", fmt.Sprint(tg.TID(iqn)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns := parseTGTConns(out)
+			if len(conns) == 0 {
+				t.Fatalf("no connection to drop:\n%s", out)
+			}
+			for _, c := range conns {
+				if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "delete", "--mode", "conn", "--tid", fmt.Sprint(tg.TID(iqn)), "--sid", c[0], "--cid", c[1]); err != nil {
+					t.Fatalf("dropping connection %v: %v\n%s", c, err, out)
+				}
+			}
+			failedAt = time.Since(start)
+		}
+		k, err := f.Read(buf)
+		h.Write(buf[:k])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read after %d MiB: %v\n%s", n, err, mntTail(m.output(), 4<<10))
+		}
+		if n < 32 {
+			time.Sleep(5 * time.Millisecond) // the failure lands mid-read
+		}
+	}
+	took := time.Since(start) - failedAt
+	f.Close() // before the unmount below
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		t.Fatalf("sha256 %s through the mount, %s in the backing file", got, want)
+	}
+	if took > 30*time.Second {
+		t.Errorf("the rest of the read took %v after the path failed", took)
+	}
+	st := m.status(t)
+	if len(st.Targets) != 1 {
+		t.Fatalf("status.json: %d targets", len(st.Targets))
+	}
+	ts := st.Targets[0]
+	if ts.Portal != second || ts.State != "logged-in" {
+		t.Errorf("status.json: portal %s state %s, want %s logged-in", ts.Portal, ts.State, second)
+	}
+	var paths []string
+	for _, p := range ts.Paths {
+		paths = append(paths, p.Portal+"="+p.State)
+	}
+	if got := strings.Join(paths, " "); got != first+"=failed "+second+"=active" {
+		t.Errorf("status.json paths: %s", got)
+	}
+	if !strings.Contains(m.output(), "failed over to another path") {
+		t.Errorf("no failover in the log:\n%s", mntTail(m.output(), 4<<10))
+	}
+	m.term(t)
+}
