@@ -40,6 +40,7 @@ type conn struct {
 	// writes what is queued until the queue is empty and only then clears
 	// it, so a sender that finds it set just queues. Guarded by sendMu.
 	writing bool
+	inWrite bool // a write system call of a batch is running; guarded by sendMu
 	// rest is what an inline write left for the writer goroutine when the
 	// socket buffer was full (restQ holds its memory). Guarded by sendMu.
 	rest  net.Buffers

@@ -96,9 +96,11 @@ func (c *conn) writeInline() {
 	}
 	for round := 0; ; round++ {
 		q, gen := c.takeBatchLocked()
+		c.inWrite = true
 		c.sendMu.Unlock()
 		rest, err := c.writeNonBlocking(q.segs)
 		c.sendMu.Lock()
+		c.inWrite = false
 		if err != nil {
 			c.writing = false
 			c.batchDoneLocked(q, gen)
@@ -144,9 +146,9 @@ func (c *conn) batchDoneLocked(q *sendQueue, gen uint64) {
 }
 
 // waitSent returns once no write of what is queued now is in progress: the
-// batches queued so far are written, or the connection failed and nobody
-// writes them. A write command calls it before it returns, because the
-// queue references its buffer (sendQueue).
+// batches queued so far are written, or the connection failed and no write
+// system call is running any more. A write command calls it before it
+// returns, because the queue references its buffer (sendQueue).
 func (c *conn) waitSent() {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
@@ -154,7 +156,8 @@ func (c *conn) waitSent() {
 	if c.sq.size > 0 {
 		target = c.sqGen
 	}
-	for c.sentGen < target && c.writing {
+	// fail broadcasts flushed after the connection is marked dead.
+	for c.sentGen < target && (c.inWrite || c.writing && c.deadErr() == nil) {
 		c.flushed.Wait()
 	}
 }
@@ -250,6 +253,7 @@ func (c *conn) writeLoop() {
 				c.flushed.Broadcast()
 				break
 			}
+			c.inWrite = true
 			c.sendMu.Unlock()
 			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 			_, err := segs.WriteTo(c.nc)
@@ -258,6 +262,7 @@ func (c *conn) writeLoop() {
 				_ = c.nc.SetWriteDeadline(time.Time{})
 			}
 			c.sendMu.Lock()
+			c.inWrite = false
 			c.batchDoneLocked(q, gen)
 			if err != nil {
 				c.writing = false
