@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 )
 
 // A session reaches its target through one of its paths: the portal it was
-// opened with, then Config.Portals. When the connection fails, recovery
+// opened with, then Config.Portals, then (with Config.DiscoverPortals) the
+// other portals the target lists for itself, its own portal group first. When the connection fails, recovery
 // logs in again through the path it used, then through the others in their
 // order (failover); a path that leads to another logical unit is never used
 // again. There is no failback: the session stays on a working path, and a
@@ -192,4 +194,48 @@ func (s *Session) usePathLocked(p *sessionPath) {
 		s.log.Warn().Str("from", s.portal).Str("to", p.portal).Msg("failed over to another path")
 		s.portal = p.portal
 	}
+}
+
+// learnPaths asks the target for its portals (SendTargets in a discovery
+// session at the portal in use: tgt resets a Normal session that asks) and
+// adds those the session does not have yet as paths, its own portal group
+// first. A target that lists no other portal (tgt lists only the address
+// asked) or refuses discovery changes nothing.
+func (s *Session) learnPaths(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
+	defer cancel()
+	cfg := s.cfg
+	cfg.hooks = nil
+	targets, err := Discover(ctx, s.Portal(), cfg)
+	if err != nil {
+		s.log.Debug().Err(err).Msg("discovery of the target's portals failed; paths stay as configured")
+		return
+	}
+	var learned []Portal
+	for _, t := range targets {
+		if t.Name == s.target {
+			learned = append(learned, t.Portals...)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	own := s.tpgt
+	slices.SortStableFunc(learned, func(a, b Portal) int {
+		return boolInt(a.Group != own) - boolInt(b.Group != own)
+	})
+	for _, p := range learned {
+		addr := withDefaultPort(p.Address)
+		if slices.ContainsFunc(s.paths, func(q *sessionPath) bool { return q.portal == addr }) {
+			continue
+		}
+		s.paths = append(s.paths, &sessionPath{portal: addr, state: PathStandby})
+		s.log.Info().Str("path", addr).Int("portal_group", p.Group).Msg("target lists another portal; using it for failover")
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

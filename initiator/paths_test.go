@@ -150,3 +150,54 @@ func twoPathSession(t *testing.T, p1, p2 string) (*Session, *LUN) {
 	}
 	return s, l
 }
+
+// TestPathsFromSendTargets: with DiscoverPortals, the portals the target
+// lists for itself become paths (after the configured ones), and failover
+// uses them; without it they stay out.
+func TestPathsFromSendTargets(t *testing.T) {
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	p1 := ft.start()
+	p2, _, err := ft.listenAlso("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft.sendTargets = "TargetName=iqn.2026-11.test:fake\x00TargetAddress=" + p1 + ",1\x00TargetAddress=" + p2 + ",1\x00" +
+		"TargetName=iqn.2026-11.test:other\x00TargetAddress=127.0.0.1:9,1\x00"
+	ctx := context.Background()
+	cfg := fakeConfig(t)
+	s, err := Login(ctx, p1, "iqn.2026-11.test:fake", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Paths(); len(got) != 1 {
+		t.Errorf("paths without DiscoverPortals: %+v", got)
+	}
+	s.Close(ctx)
+
+	cfg = fakeConfig(t)
+	cfg.DiscoverPortals = true
+	cfg.ReplacementTimeout = 20 * time.Second
+	s, err = Login(ctx, p1, "iqn.2026-11.test:fake", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	got := s.Paths()
+	if len(got) != 2 || got[0].Portal != p1 || got[1].Portal != p2 {
+		t.Fatalf("paths: %+v, want %s then %s", got, p1, p2)
+	}
+	l, err := s.OpenLUN(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft.ln.Close()
+	ft.dropAll()
+	buf := make([]byte, 4096)
+	if _, err := l.ReadAtContext(ctx, buf, 8192); err != nil || !bytes.Equal(buf, ft.disk[8192:8192+4096]) {
+		t.Fatalf("read after the first portal went: %v", err)
+	}
+	if s.Portal() != p2 {
+		t.Errorf("portal %s, want %s", s.Portal(), p2)
+	}
+}

@@ -56,6 +56,10 @@ type Config struct {
 	// (failover). Each must lead to the same logical units (VPD 0x83, or
 	// 0x80); one that does not is never used.
 	Portals []string
+	// DiscoverPortals adds the portals the target lists for itself
+	// (SendTargets in a discovery session at login) to the paths, after
+	// Portals.
+	DiscoverPortals bool
 	// Dial opens the TCP connection (default: net.Dialer with TCP keep-alive).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
@@ -172,6 +176,9 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 	s.usePathLocked(p)
 	s.mu.Unlock()
 	s.install(c)
+	if !discovery && cfg.DiscoverPortals {
+		s.learnPaths(ctx)
+	}
 	return s, nil
 }
 

@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// TestFailover: a mount with a second portal of the same target (--portal)
+// TestFailover: a mount with a second portal of the same target (--portal;
+// --discover-portals adds nothing, as tgt lists only the portal asked)
 // reads a 256 MiB LUN while the first portal goes away (tgtadm deletes its
 // listener and drops the connections): the read completes with the backing
 // file's sha256 and no error, well inside the replacement timeout, and
@@ -24,8 +25,9 @@ func TestFailover(t *testing.T) {
 	if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "new", "--mode", "portal", "--param", "portal="+second); err != nil {
 		t.Fatalf("adding portal %s: %v\n%s", second, err, out)
 	}
+	metricsAddr := freeAddr(t)
 	m := startMount(t, iscsifsBinary(t), "iscsi://"+first+"/"+iqn+"/1",
-		"--portal", second, "--cache-size", "16MiB", "--replacement-timeout", "60s")
+		"--portal", second, "--discover-portals", "--cache-size", "16MiB", "--replacement-timeout", "60s", "--metrics-addr", metricsAddr)
 	want := mntFileSHA256(t, tg.BackingFile(iqn, 1))
 
 	f, err := os.Open(m.path("lun1"))
@@ -91,6 +93,14 @@ func TestFailover(t *testing.T) {
 	}
 	if got := strings.Join(paths, " "); got != first+"=failed "+second+"=active" {
 		t.Errorf("status.json paths: %s", got)
+	}
+	for portal, want := range map[string]float64{first: 0, second: 1} {
+		if got := scrapeMetricLabels(t, metricsAddr, "iscsifs_path_active", fmt.Sprintf("portal=%q,target=%q", portal, iqn)); got != want {
+			t.Errorf("iscsifs_path_active for %s = %v, want %v", portal, got, want)
+		}
+	}
+	if got := scrapeMetricLabels(t, metricsAddr, "iscsifs_path_login_failures_total", fmt.Sprintf("portal=%q,target=%q", first, iqn)); got < 1 {
+		t.Errorf("iscsifs_path_login_failures_total for %s = %v", first, got)
 	}
 	if !strings.Contains(m.output(), "failed over to another path") {
 		t.Errorf("no failover in the log:\n%s", mntTail(m.output(), 4<<10))

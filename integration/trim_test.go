@@ -135,6 +135,13 @@ func freeAddr(t *testing.T) string {
 // scrapeMetric returns the value of a metric line with the target label.
 func scrapeMetric(t *testing.T, addr, name, target string) float64 {
 	t.Helper()
+	return scrapeMetricLabels(t, addr, name, fmt.Sprintf("target=%q", target))
+}
+
+// scrapeMetricLabels reads one sample of a metric whose labels are, in
+// their exposition order, labels (e.g. `portal="a",target="b"`).
+func scrapeMetricLabels(t *testing.T, addr, name, labels string) float64 {
+	t.Helper()
 	client := http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -142,7 +149,7 @@ func scrapeMetric(t *testing.T, addr, name, target string) float64 {
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
-	prefix := fmt.Sprintf("%s{target=%q}", name, target)
+	prefix := name + "{" + labels + "}"
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), prefix+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)

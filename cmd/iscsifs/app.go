@@ -81,6 +81,7 @@ func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "initiator-name", Usage: "our iSCSI name (IQN)", Value: initiator.DefaultInitiatorName, EnvVars: []string{"ISCSIFS_INITIATOR_NAME"}},
 		&cli.StringSliceFlag{Name: "portal", Usage: "another portal (HOST[:PORT]) of the same target, used when the URL's portal is lost (failover; repeat for more)"},
+		&cli.BoolFlag{Name: "discover-portals", Usage: "also fail over to the portals the target lists for itself (SendTargets at login)"},
 		&cli.StringFlag{Name: "chap-user", Usage: "CHAP user name"},
 		&cli.StringFlag{Name: "chap-secret", Usage: "CHAP secret (visible in ps: prefer --chap-secret-file or ISCSIFS_CHAP_SECRET)"},
 		&cli.StringFlag{Name: "chap-secret-file", Usage: "file holding the CHAP secret"},
@@ -177,6 +178,7 @@ func sessionConfig(c *cli.Context, u *initiator.URL, log zerolog.Logger) (initia
 			cfg.Portals = append(cfg.Portals, p)
 		}
 	}
+	cfg.DiscoverPortals = c.Bool("discover-portals")
 	cfg.LoginTimeout = c.Duration("timeout")
 	cfg.CommandTimeout = c.Duration("timeout")
 	cfg.BusyPoll = c.Duration("busy-poll") // 0 for commands without the flag

@@ -26,10 +26,12 @@ type metricsCollector struct {
 	devWriteBytes, readAhead, raWindow      *prometheus.Desc
 	dirty, cached, evictions, wbErrors      *prometheus.Desc
 	size, uncached                          *prometheus.Desc
+	pathActive, pathLogins, pathFailures    *prometheus.Desc
 }
 
 func newMetricsCollector(m *mounted) *metricsCollector {
 	target := []string{"target"}
+	path := []string{"target", "portal"}
 	file := []string{"file", "target", "lun"}
 	d := func(name, help string, labels []string) *prometheus.Desc {
 		return prometheus.NewDesc("iscsifs_"+name, help, labels, nil)
@@ -56,6 +58,9 @@ func newMetricsCollector(m *mounted) *metricsCollector {
 		evictions:     d("cache_evictions_total", "Cache blocks evicted.", file),
 		wbErrors:      d("cache_writeback_errors_total", "Failed write-backs.", file),
 		size:          d("lun_size_bytes", "Capacity of the LUN.", file),
+		pathActive:    d("path_active", "1 for the path the session's connection uses, else 0.", path),
+		pathLogins:    d("path_logins_total", "Logins through the path that succeeded.", path),
+		pathFailures:  d("path_login_failures_total", "Logins through the path that failed (or led to another LU).", path),
 	}
 }
 
@@ -86,6 +91,15 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(mc.up, up, t)
 		ch <- latencyHistogram(mc.latency, st, t)
+		for _, p := range s.Paths() {
+			active := 0.0
+			if p.State == initiator.PathActive {
+				active = 1
+			}
+			gauge(mc.pathActive, active, t, p.Portal)
+			counter(mc.pathLogins, float64(p.Logins), t, p.Portal)
+			counter(mc.pathFailures, float64(p.Failures), t, p.Portal)
+		}
 	}
 	for _, f := range files {
 		st := f.Stats()
