@@ -76,6 +76,16 @@
 // (LUN.OnResize). Every goroutine the session starts ends with its Close,
 // which waits for them no longer than its context allows.
 //
+// # Several paths
+//
+// Config.Portals (and Config.DiscoverPortals) give a session other portals
+// of the same target: recovery logs in through them when the portal in use
+// is lost (failover), after checking that each open LUN is the same LU
+// (VPD 0x83, else 0x80); Session.Paths reports them. OpenMultipath uses all
+// paths at once (active-active): a session per portal, commands spread by a
+// PathSelector and sent again down another path when theirs fails; a
+// MultipathLUN is an io.ReaderAt and io.WriterAt like a LUN.
+//
 // # Logging
 //
 // The library logs through Config.Logger (a zerolog.Logger). The zero

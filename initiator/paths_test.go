@@ -14,13 +14,7 @@ import (
 // other portal of the same target, without an error; the paths show it.
 func TestFailover(t *testing.T) {
 	checkNoLeak(t)
-	ft := newFakeTarget(t, 4<<20)
-	ft.setSerial("lu-1")
-	p1 := ft.start()
-	p2, _, err := ft.listenAlso("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ft, p1, p2 := twoPortalTarget(t, 4<<20, "lu-1")
 	ctx := context.Background()
 	s, l := twoPathSession(t, p1, p2)
 	if got := s.Paths(); len(got) != 2 || got[0].State != PathActive || got[1].State != PathStandby {
@@ -156,12 +150,7 @@ func twoPathSession(t *testing.T, p1, p2 string) (*Session, *LUN) {
 // uses them; without it they stay out.
 func TestPathsFromSendTargets(t *testing.T) {
 	checkNoLeak(t)
-	ft := newFakeTarget(t, 1<<20)
-	p1 := ft.start()
-	p2, _, err := ft.listenAlso("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ft, p1, p2 := twoPortalTarget(t, 1<<20, "")
 	ft.sendTargets = "TargetName=iqn.2026-11.test:fake\x00TargetAddress=" + p1 + ",1\x00TargetAddress=" + p2 + ",1\x00" +
 		"TargetName=iqn.2026-11.test:other\x00TargetAddress=127.0.0.1:9,1\x00"
 	ctx := context.Background()
@@ -199,5 +188,147 @@ func TestPathsFromSendTargets(t *testing.T) {
 	}
 	if s.Portal() != p2 {
 		t.Errorf("portal %s, want %s", s.Portal(), p2)
+	}
+}
+
+// twoPortalTarget starts a fake target of size bytes (with serial, if not
+// empty) listening on two portals.
+func twoPortalTarget(t *testing.T, size int, serial string) (*fakeTarget, string, string) {
+	t.Helper()
+	ft := newFakeTarget(t, size)
+	if serial != "" {
+		ft.setSerial(serial)
+	}
+	p1 := ft.start()
+	p2, _, err := ft.listenAlso("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ft, p1, p2
+}
+
+// TestMultipath: reads spread over both paths of a two-portal target; when
+// one portal goes away they go on down the other, without an error; a
+// portal that leads to another LU is left out.
+func TestMultipath(t *testing.T) {
+	checkNoLeak(t)
+	ft, p1, p2 := twoPortalTarget(t, 4<<20, "lu-1")
+	other := newFakeTarget(t, 4<<20)
+	other.setSerial("lu-2")
+	p3 := other.start()
+	cfg := fakeConfig(t)
+	cfg.ReplacementTimeout = 10 * time.Second
+	ctx := context.Background()
+	m, err := OpenMultipath(ctx, "iqn.2026-11.test:fake", []string{p1, p2, p3}, 0, cfg, SelectQueueLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got := m.Paths(); len(got) != 2 || got[0].Portal != p1 || got[1].Portal != p2 {
+		t.Fatalf("paths %+v: want %s and %s, the other LU left out", got, p1, p2)
+	}
+
+	ft.mu.Lock()
+	disk := bytes.Clone(ft.disk)
+	ft.mu.Unlock()
+	read := func(rounds int) error {
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 64<<10)
+				for n := range rounds {
+					off := int64((i*rounds+n)%64) * int64(len(buf))
+					if _, err := m.ReadAtContext(ctx, buf, off); err != nil {
+						errs <- err
+						return
+					}
+					if !bytes.Equal(buf, disk[off:off+int64(len(buf))]) {
+						errs <- errors.New("read returned other data")
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		return <-errs
+	}
+	if err := read(50); err != nil {
+		t.Fatal(err)
+	}
+	ss := m.Sessions()
+	c1, c2 := ss[0].Stats().Commands, ss[1].Stats().Commands
+	if c1 == 0 || c2 == 0 {
+		t.Errorf("commands per path %d and %d: not spread", c1, c2)
+	}
+
+	// The first portal goes away under the readers.
+	done := make(chan error, 1)
+	go func() { done <- read(200) }()
+	time.Sleep(20 * time.Millisecond)
+	ft.ln.Close()
+	ft.dropAll()
+	if err := <-done; err != nil {
+		t.Fatalf("I/O while a path failed: %v", err)
+	}
+	if got := m.Paths(); got[0].State != PathFailed || got[1].State != PathActive {
+		t.Errorf("paths after the failure: %+v", got)
+	}
+	// Writes and a sync go down the path left.
+	if _, err := m.WriteAtContext(ctx, bytes.Repeat([]byte{9}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SyncContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPathSelectors: queue-length takes the least busy path, round-robin
+// alternates, service-time weighs by latency; a path not logged in is never
+// taken.
+func TestPathSelectors(t *testing.T) {
+	_, p1, p2 := twoPortalTarget(t, 1<<20, "")
+	ctx := context.Background()
+	for _, name := range []string{"queue-length", "round-robin", "service-time"} {
+		sel, err := ParsePathSelector(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := OpenMultipath(ctx, "iqn.2026-11.test:fake", []string{p1, p2}, 0, fakeConfig(t), sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := m.paths[0], m.paths[1]
+		switch sel {
+		case SelectQueueLength:
+			a.inflight.Store(3)
+			if m.pick() != b {
+				t.Errorf("%s: did not take the idle path", name)
+			}
+		case SelectRoundRobin:
+			if first, second := m.pick(), m.pick(); first == second {
+				t.Errorf("%s: the same path twice", name)
+			}
+		case SelectServiceTime:
+			a.ewma.Store(int64(time.Millisecond))
+			b.ewma.Store(int64(10 * time.Microsecond))
+			b.inflight.Store(5)
+			if m.pick() != b {
+				t.Errorf("%s: did not take the fast path", name)
+			}
+		}
+		a.s.Close(ctx)
+		for range 4 {
+			if m.pick() != b {
+				t.Errorf("%s: took a closed path", name)
+			}
+		}
+		m.Close()
+	}
+	if _, err := ParsePathSelector("fastest"); err == nil {
+		t.Error("an unknown selector was accepted")
 	}
 }

@@ -1,14 +1,19 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/iscsifs/iscsifs/initiator"
 )
 
 // TestFailover: a mount with a second portal of the same target (--portal;
@@ -20,11 +25,7 @@ import (
 func TestFailover(t *testing.T) {
 	const iqn = "iqn.2026-12.lab:failover"
 	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 256 << 20, Fill: "random"}}})
-	first := tg.Portal
-	second := fmt.Sprintf("127.0.0.2:%d", tg.Port)
-	if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "new", "--mode", "portal", "--param", "portal="+second); err != nil {
-		t.Fatalf("adding portal %s: %v\n%s", second, err, out)
-	}
+	first, second := tg.Portal, addPortal(t, tg)
 	metricsAddr := freeAddr(t)
 	m := startMount(t, iscsifsBinary(t), "iscsi://"+first+"/"+iqn+"/1",
 		"--portal", second, "--discover-portals", "--cache-size", "16MiB", "--replacement-timeout", "60s", "--metrics-addr", metricsAddr)
@@ -41,22 +42,7 @@ func TestFailover(t *testing.T) {
 	var failedAt time.Duration
 	for n := 0; ; n++ {
 		if n == 32 { // an eighth of the LUN read: the first path goes
-			if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "delete", "--mode", "portal", "--param", "portal="+first); err != nil {
-				t.Fatalf("deleting portal %s: %v\n%s", first, err, out)
-			}
-			out, err := tg.TGTAdm("--lld", "iscsi", "--op", "show", "--mode", "conn", "--tid", fmt.Sprint(tg.TID(iqn)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			conns := parseTGTConns(out)
-			if len(conns) == 0 {
-				t.Fatalf("no connection to drop:\n%s", out)
-			}
-			for _, c := range conns {
-				if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "delete", "--mode", "conn", "--tid", fmt.Sprint(tg.TID(iqn)), "--sid", c[0], "--cid", c[1]); err != nil {
-					t.Fatalf("dropping connection %v: %v\n%s", c, err, out)
-				}
-			}
+			dropPortal(t, tg, iqn, first)
 			failedAt = time.Since(start)
 		}
 		k, err := f.Read(buf)
@@ -106,4 +92,104 @@ func TestFailover(t *testing.T) {
 		t.Errorf("no failover in the log:\n%s", mntTail(m.output(), 4<<10))
 	}
 	m.term(t)
+}
+
+// addPortal makes tgtd listen on 127.0.0.2 too, at the same port, and
+// returns that portal.
+func addPortal(t *testing.T, tg *Target) string {
+	t.Helper()
+	portal := fmt.Sprintf("127.0.0.2:%d", tg.Port)
+	if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "new", "--mode", "portal", "--param", "portal="+portal); err != nil {
+		t.Fatalf("adding portal %s: %v\n%s", portal, err, out)
+	}
+	return portal
+}
+
+// dropPortal deletes tgtd's listener on portal and drops every connection
+// of target iqn (tgt closes only the listener: open connections stay until
+// dropped, and it cannot tell which portal a connection came in on).
+func dropPortal(t *testing.T, tg *Target, iqn, portal string) {
+	t.Helper()
+	if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "delete", "--mode", "portal", "--param", "portal="+portal); err != nil {
+		t.Fatalf("deleting portal %s: %v\n%s", portal, err, out)
+	}
+	tid := fmt.Sprint(tg.TID(iqn))
+	out, err := tg.TGTAdm("--lld", "iscsi", "--op", "show", "--mode", "conn", "--tid", tid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := parseTGTConns(out)
+	if len(conns) == 0 {
+		t.Fatalf("no connection to drop:\n%s", out)
+	}
+	for _, c := range conns {
+		if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "delete", "--mode", "conn", "--tid", tid, "--sid", c[0], "--cid", c[1]); err != nil {
+			t.Fatalf("dropping connection %v: %v\n%s", c, err, out)
+		}
+	}
+}
+
+// TestMultipathTGT: a MultipathLUN over two portals of tgtd spreads reads
+// over both sessions (tgt keeps both, as each has its own ISID); when the
+// first portal is deleted and the connections dropped, four readers of the
+// whole LUN go on without an error and get the backing file's bytes.
+func TestMultipathTGT(t *testing.T) {
+	const iqn = "iqn.2026-12.lab:multipath"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 64 << 20, Fill: "random"}}})
+	first, second := tg.Portal, addPortal(t, tg)
+	cfg := testConfig(t)
+	cfg.ReplacementTimeout = 60 * time.Second
+	m, err := initiator.OpenMultipath(ctxFor(t, 30*time.Second), iqn, []string{first, second}, 1, cfg, initiator.SelectQueueLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got := m.Paths(); len(got) != 2 {
+		t.Fatalf("paths: %+v", got)
+	}
+	want, err := os.ReadFile(tg.BackingFile(iqn, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const readers, chunk = 4, 1 << 20
+	part := int64(len(want) / readers)
+	var progress atomic.Int64
+	errs := make(chan error, readers)
+	var wg sync.WaitGroup
+	for r := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, chunk)
+			for off := int64(r) * part; off < int64(r+1)*part; off += chunk {
+				if _, err := m.ReadAtContext(ctxFor(t, time.Minute), buf, off); err != nil {
+					errs <- fmt.Errorf("read at %d: %w", off, err)
+					return
+				}
+				if !bytes.Equal(buf, want[off:off+chunk]) {
+					errs <- fmt.Errorf("read at %d: other bytes than the backing file", off)
+					return
+				}
+				if progress.Add(1) < 16 {
+					time.Sleep(10 * time.Millisecond) // the failure lands mid-read
+				}
+			}
+		}()
+	}
+	for progress.Load() < 8 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ss := m.Sessions()
+	if ss[0].Stats().Commands == 0 || ss[1].Stats().Commands == 0 {
+		t.Errorf("commands per path %d and %d: not spread", ss[0].Stats().Commands, ss[1].Stats().Commands)
+	}
+	dropPortal(t, tg, iqn, first)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := m.Paths(); got[0].State != initiator.PathFailed || got[1].State != initiator.PathActive {
+		t.Errorf("paths after the first portal went: %+v", got)
+	}
 }
