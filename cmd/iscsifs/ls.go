@@ -109,10 +109,8 @@ func listTarget(ctx context.Context, u *initiator.URL, target string, cfg initia
 		return nil, err
 	}
 	defer s.Close(context.WithoutCancel(ctx))
-	var luns []uint64
-	if u.LUN >= 0 && u.Target != "" {
-		luns = []uint64{uint64(u.LUN)}
-	} else if luns, err = s.ReportLUNs(ctx); err != nil {
+	luns, err := urlLUNs(ctx, s, u)
+	if err != nil {
 		return nil, err
 	}
 	var out []lunInfo

@@ -453,11 +453,9 @@ func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.
 		_ = s.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	luns := []uint64{uint64(m.url.LUN)}
-	if m.url.LUN < 0 || m.url.Target == "" {
-		if luns, err = s.ReportLUNs(ctx); err != nil {
-			return fail(err)
-		}
+	luns, err := urlLUNs(ctx, s, m.url)
+	if err != nil {
+		return fail(err)
 	}
 	var entries []fusefs.Entry
 	for _, n := range luns {
