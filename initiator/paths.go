@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // A session reaches its target through one of its paths: the portal it was
@@ -25,7 +26,8 @@ const (
 	PathActive PathState = iota
 	// PathStandby: not in use; tried when the active path fails.
 	PathStandby
-	// PathFailed: the last login through it failed.
+	// PathFailed: the last login through it failed, and it has not
+	// answered since (a session with several paths checks every 5 s).
 	PathFailed
 	// PathWrongLU: it leads to another logical unit (VPD 0x83 or 0x80
 	// differ): it is never used.
@@ -96,6 +98,13 @@ func withDefaultPort(p string) string {
 		return p
 	}
 	return net.JoinHostPort(p, strconv.Itoa(DefaultPort))
+}
+
+// pathCount is the number of paths.
+func (s *Session) pathCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.paths)
 }
 
 // Paths returns the session's paths, the active one marked.
@@ -238,4 +247,47 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// pathProbeInterval is how often a session with several paths checks that
+// its failed paths answer again (a variable for tests).
+var pathProbeInterval = 5 * time.Second
+
+// probePaths runs for the life of a session with more than one path: every
+// pathProbeInterval it opens a TCP connection to each failed path and, when
+// that works, marks the path standby again (usable at the next failover).
+// It does not log in: a login would reinstate the session's ISID there.
+func (s *Session) probePaths(ctx context.Context) {
+	t := time.NewTicker(pathProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		s.mu.Lock()
+		var failed []*sessionPath
+		for _, p := range s.paths {
+			if p.state == PathFailed {
+				failed = append(failed, p)
+			}
+		}
+		s.mu.Unlock()
+		for _, p := range failed {
+			dctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
+			nc, err := s.cfg.Dial(dctx, "tcp", p.portal)
+			cancel()
+			if err != nil {
+				continue
+			}
+			_ = nc.Close()
+			s.mu.Lock()
+			if p.state == PathFailed {
+				p.state = PathStandby
+				s.log.Info().Str("path", p.portal).Msg("path answers again; standby for failover")
+			}
+			s.mu.Unlock()
+		}
+	}
 }

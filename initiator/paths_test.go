@@ -14,6 +14,9 @@ import (
 // other portal of the same target, without an error; the paths show it.
 func TestFailover(t *testing.T) {
 	checkNoLeak(t)
+	interval := pathProbeInterval
+	pathProbeInterval = 50 * time.Millisecond
+	t.Cleanup(func() { pathProbeInterval = interval })
 	ft, p1, p2 := twoPortalTarget(t, 4<<20, "lu-1")
 	ctx := context.Background()
 	s, l := twoPathSession(t, p1, p2)
@@ -67,6 +70,16 @@ func TestFailover(t *testing.T) {
 	got := s.Paths()
 	if got[0].State != PathFailed || got[0].LastError == "" || got[1].State != PathActive || got[1].Logins != 1 {
 		t.Errorf("paths after the failover: %+v", got)
+	}
+	// The first portal comes back: standby again, the session stays put.
+	if _, _, err := ft.listenAlso(p1); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool { return s.Paths()[0].State == PathStandby }) {
+		t.Errorf("the first path did not come back: %+v", s.Paths())
+	}
+	if s.Portal() != p2 {
+		t.Errorf("portal %s after the first came back, want %s (no failback)", s.Portal(), p2)
 	}
 }
 

@@ -179,6 +179,9 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 	if !discovery && cfg.DiscoverPortals {
 		s.learnPaths(ctx)
 	}
+	if s.pathCount() > 1 {
+		s.goroutine(s.probePaths)
+	}
 	return s, nil
 }
 

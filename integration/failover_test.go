@@ -21,7 +21,8 @@ import (
 // reads a 256 MiB LUN while the first portal goes away (tgtadm deletes its
 // listener and drops the connections): the read completes with the backing
 // file's sha256 and no error, well inside the replacement timeout, and
-// status.json shows the second path active.
+// status.json shows the second path active; when the first portal is back,
+// its path is up again (standby: no failback).
 func TestFailover(t *testing.T) {
 	const iqn = "iqn.2026-12.lab:failover"
 	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 256 << 20, Fill: "random"}}})
@@ -87,6 +88,23 @@ func TestFailover(t *testing.T) {
 	}
 	if got := scrapeMetricLabels(t, metricsAddr, "iscsifs_path_login_failures_total", fmt.Sprintf("portal=%q,target=%q", first, iqn)); got < 1 {
 		t.Errorf("iscsifs_path_login_failures_total for %s = %v", first, got)
+	}
+	// Portal 1 comes back: its path is up (standby) again within the
+	// 5 s probe interval, and the mount stays on path 2.
+	if out, err := tg.TGTAdm("--lld", "iscsi", "--op", "new", "--mode", "portal", "--param", "portal="+first); err != nil {
+		t.Fatalf("adding portal %s again: %v\n%s", first, err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := m.status(t).Targets[0]
+		if len(st.Paths) == 2 && st.Paths[0].State == "standby" && st.Paths[1].State == "active" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("path %s not up again: %+v", first, st.Paths)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	if !strings.Contains(m.output(), "failed over to another path") {
 		t.Errorf("no failover in the log:\n%s", mntTail(m.output(), 4<<10))
