@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -210,4 +211,113 @@ func TestMultipathTGT(t *testing.T) {
 	if got := m.Paths(); got[0].State != initiator.PathFailed || got[1].State != initiator.PathActive {
 		t.Errorf("paths after the first portal went: %+v", got)
 	}
+}
+
+// tcpProxy forwards connections from a listener on 127.0.0.1 to target;
+// cut closes the listener and every connection (a path that went away).
+type tcpProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			for _, pair := range [][2]net.Conn{{in, out}, {out, in}} {
+				p.wg.Add(1)
+				go func() {
+					defer p.wg.Done()
+					_, _ = io.Copy(pair[0], pair[1])
+					pair[0].Close()
+					pair[1].Close()
+				}()
+			}
+		}
+	}()
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *tcpProxy) cut() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// TestFailoverISTGT: istgt with two portals in its portal group, reached
+// through a TCP proxy: with --discover-portals the mount learns both from
+// SendTargets; when the proxy goes away mid-read, the read completes through
+// a learned portal with the backing file's bytes.
+func TestFailoverISTGT(t *testing.T) {
+	const iqn = "iqn.2026-12.lab:failover-istgt"
+	tg := StartISTGT(t, TargetSpec{Name: iqn, ExtraPortalHosts: []string{"127.0.0.2"},
+		LUNs: []LUNSpec{{LUN: 0, Size: 64 << 20, Fill: "random"}}})
+	proxy := startProxy(t, tg.Portal)
+	second := fmt.Sprintf("127.0.0.2:%d", tg.Port)
+	m := startMount(t, iscsifsBinary(t), "iscsi://"+proxy.addr()+"/"+iqn+"/0",
+		"--discover-portals", "--cache-size", "16MiB", "--replacement-timeout", "60s")
+	var paths []string
+	for _, p := range m.status(t).Targets[0].Paths {
+		paths = append(paths, p.Portal)
+	}
+	if got, want := strings.Join(paths, " "), proxy.addr()+" "+tg.Portal+" "+second; got != want {
+		t.Fatalf("paths %s, want %s (the proxy, then both portals istgt lists)", got, want)
+	}
+	want := mntFileSHA256(t, tg.BackingFile(iqn, 0))
+	f, err := os.Open(m.path("lun0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for n := 0; ; n++ {
+		if n == 8 {
+			proxy.cut()
+		}
+		k, err := f.Read(buf)
+		h.Write(buf[:k])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			f.Close()
+			t.Fatalf("read after %d MiB: %v\n%s", n, err, mntTail(m.output(), 4<<10))
+		}
+	}
+	f.Close()
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		t.Fatalf("sha256 %s through the mount, %s in the backing file", got, want)
+	}
+	if st := m.status(t).Targets[0]; st.Portal != tg.Portal || st.State != "logged-in" {
+		t.Errorf("status.json: portal %s state %s, want %s logged-in", st.Portal, st.State, tg.Portal)
+	}
+	m.term(t)
 }

@@ -66,6 +66,10 @@ type TargetSpec struct {
 	// For istgt see istgtKeyPlace: negotiation keys go into the target's section,
 	// NopInInterval and friends into [Global], HeaderDigest/DataDigest=CRC32C become UseDigest.
 	Keys map[string]string
+	// ExtraPortalHosts are more addresses (in 127.0.0.0/8) the daemon
+	// listens on, at the same port, in the one portal group. istgt only
+	// (with tgt, add portals at run time: tgtadm --op new --mode portal).
+	ExtraPortalHosts []string
 }
 
 // Target is a running (or stopped) target daemon started by StartTGT or StartISTGT.

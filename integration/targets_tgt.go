@@ -39,6 +39,9 @@ func tgtControlNumber(port int) int { return port%32767 + 1 }
 func (tgtOps) validate(specs []TargetSpec) error {
 	accounts := map[string]string{}
 	for _, s := range specs {
+		if len(s.ExtraPortalHosts) > 0 {
+			return fmt.Errorf("target %s: ExtraPortalHosts is for istgt; add tgt portals with tgtadm --op new --mode portal", s.Name)
+		}
 		for _, l := range s.LUNs {
 			if l.LUN == 0 {
 				return fmt.Errorf("target %s: LUN 0 of a tgt target is its controller; data LUNs start at 1", s.Name)
