@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -320,4 +321,25 @@ func TestFailoverISTGT(t *testing.T) {
 		t.Errorf("status.json: portal %s state %s, want %s logged-in", st.Portal, st.State, tg.Portal)
 	}
 	m.term(t)
+}
+
+// TestBenchMultipath: `iscsifs bench --multipath` runs over two portals of
+// tgtd; without a --portal it refuses with one line.
+func TestBenchMultipath(t *testing.T) {
+	const iqn = "iqn.2026-12.lab:bench-multipath"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 16 << 20, Fill: "random"}}})
+	second := addPortal(t, tg)
+	url := tg.URL(iqn, 1)
+	r := runCLI(t, nil, "bench", "--multipath", "--portal", second, "--path-selector", "round-robin",
+		"--json", "--pattern", "rand", "--qd", "8", "--time", "2s", url)
+	var res struct {
+		IOPS float64 `json:"iops"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil || res.IOPS <= 0 {
+		t.Fatalf("bench --multipath: exit %d, stdout %s, stderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, nil, "bench", "--multipath", "--time", "1s", url)
+	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); r.code == 0 || len(lines) != 1 || !strings.Contains(lines[0], "--portal") {
+		t.Errorf("bench --multipath without --portal: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
 }

@@ -35,6 +35,8 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "size", Usage: "use only the first SIZE bytes of the LUN (default: all of it)"},
 			&cli.BoolFlag{Name: "write", Usage: "allow --rw write or mix: destroys the data on the LUN"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "multipath", Usage: "use the URL's portal and every --portal at once, a session each (active-active)"},
+			&cli.StringFlag{Name: "path-selector", Usage: "with --multipath: queue-length, round-robin or service-time", Value: "queue-length"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to this file", Hidden: true},
 		),
 		Action: benchAction,
@@ -141,11 +143,11 @@ func benchAction(c *cli.Context) error {
 	cfg.QueueDepth = queueDepthFor(spec.qd, spec.bs)
 	ctx, cancel := signalContext()
 	defer cancel()
-	lun, sess, err := openOneLUN(ctx, u, cfg)
+	lun, closeLUN, err := openBenchLUN(ctx, c, u, cfg)
 	if err != nil {
 		return err
 	}
-	defer sess.Close(context.WithoutCancel(ctx))
+	defer closeLUN()
 	if spec.bs%int64(lun.BlockSize()) != 0 {
 		return fmt.Errorf("--bs %d is not a multiple of the %d-byte blocks of %s", spec.bs, lun.BlockSize(), u)
 	}
@@ -211,9 +213,43 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}, nil
 }
 
+// benchLUN is what bench measures: a LUN, or a multipath LUN.
+type benchLUN interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+	WriteAtContext(ctx context.Context, p []byte, off int64) (int, error)
+	Size() int64
+	BlockSize() int
+	ReadOnly() bool
+}
+
+// openBenchLUN opens the URL's LUN, through every portal at once with
+// --multipath.
+func openBenchLUN(ctx context.Context, c *cli.Context, u *initiator.URL, cfg initiator.Config) (benchLUN, func(), error) {
+	if !c.Bool("multipath") {
+		lun, sess, err := openOneLUN(ctx, u, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return lun, func() { _ = sess.Close(context.WithoutCancel(ctx)) }, nil
+	}
+	sel, err := initiator.ParsePathSelector(c.String("path-selector"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("--path-selector: %w", err)
+	}
+	if len(cfg.Portals) == 0 {
+		return nil, nil, errors.New("--multipath needs at least one --portal besides the URL's")
+	}
+	portals := append([]string{u.Portal()}, cfg.Portals...)
+	m, err := initiator.OpenMultipath(ctx, u.Target, portals, uint64(u.LUN), cfg, sel)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, func() { _ = m.Close() }, nil
+}
+
 // runBench keeps spec.qd requests in flight for spec.duration (or until ctx
 // ends) and measures each request's completion latency.
-func runBench(ctx context.Context, lun *initiator.LUN, spec benchSpec) (*benchResult, error) {
+func runBench(ctx context.Context, lun benchLUN, spec benchSpec) (*benchResult, error) {
 	var (
 		halt   atomic.Bool
 		seqPos atomic.Int64

@@ -77,7 +77,7 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 }
 
 // lastFigure is the number of the last figure.
-const lastFigure = 15
+const lastFigure = 16
 
 // want reports whether -only selects the figure (e.g. "3b", "12"): it is a
 // comma-separated list of terms. A figure's number selects it with all its
@@ -195,7 +195,24 @@ func (b *bench) all() []row {
 			contestant{"iscsifs bench --qd 1", b.oursBench(null, "rand", "4KiB", 1, "IOPS")})
 		rows = append(rows, ratioRows("15", fmt.Sprintf("random read 4 KiB, qd 1, null LUN, %d s", secs), "IOPS", r, 1.0)...)
 	}
+	if b.want("16") {
+		rows = append(rows, b.twoPaths(null)...)
+	}
 	return rows
+}
+
+// twoPaths is figure 16: iscsifs bench over two portals of tgtd at once
+// (--multipath, 127.0.0.1 and 127.0.0.2) against one, on the null LUN.
+func (b *bench) twoPaths(url string) []row {
+	second := fmt.Sprintf("127.0.0.2:%d", b.tg.Port)
+	what := fmt.Sprintf("random read 4 KiB, qd 32, null LUN, two paths (--multipath) vs one, %d s", b.cfg.seconds)
+	if out, err := b.tg.TGTAdm("--lld", "iscsi", "--op", "new", "--mode", "portal", "--param", "portal="+second); err != nil {
+		return failedRows("16", what, "IOPS", 1.0, false, fmt.Errorf("adding portal %s: %v: %s", second, err, out), "iscsifs bench, one path")
+	}
+	r := b.contest("16", "IOPS",
+		contestant{"iscsifs bench, one path", b.oursBench(url, "rand", "4KiB", 32, "IOPS")},
+		contestant{"iscsifs bench --multipath", b.oursBench(url, "rand", "4KiB", 32, "IOPS", "--multipath", "--portal", second)})
+	return ratioRows("16", what, "IOPS", r, 1.0)
 }
 
 // plural is n's noun: job, jobs.
@@ -246,10 +263,11 @@ func (b *bench) perf(url string, depth, blocks int, random bool, unit string) fu
 }
 
 // oursBench runs `iscsifs bench` with the same block size and queue depth.
-func (b *bench) oursBench(url, pattern, bs string, qd int, unit string) func(context.Context) (float64, error) {
+func (b *bench) oursBench(url, pattern, bs string, qd int, unit string, extra ...string) func(context.Context) (float64, error) {
 	return func(ctx context.Context) (float64, error) {
-		p, err := b.reg.run(ctx, time.Duration(b.cfg.seconds+60)*time.Second, b.cfg.iscsifs, "bench", "--json",
-			"--pattern", pattern, "--rw", "read", "--bs", bs, "--qd", strconv.Itoa(qd), "--time", fmt.Sprintf("%ds", b.cfg.seconds), url)
+		argv := append([]string{b.cfg.iscsifs, "bench", "--json",
+			"--pattern", pattern, "--rw", "read", "--bs", bs, "--qd", strconv.Itoa(qd), "--time", fmt.Sprintf("%ds", b.cfg.seconds)}, extra...)
+		p, err := b.reg.run(ctx, time.Duration(b.cfg.seconds+60)*time.Second, append(argv, url)...)
 		if err != nil {
 			return 0, err
 		}
