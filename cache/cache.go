@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
-	"github.com/rs/zerolog"
 )
 
 const (
@@ -80,7 +80,7 @@ type counters struct {
 // concurrent use.
 type Cache struct {
 	dev          Device
-	log          zerolog.Logger
+	log          *slog.Logger
 	size         atomic.Int64 // device size in bytes; changes with Resize
 	ss           int          // logical block size
 	ssShift      uint         // log2(ss)
@@ -166,7 +166,7 @@ func New(dev Device, opts Options) (*Cache, error) {
 	}
 	c := &Cache{
 		dev:          dev,
-		log:          opts.Logger,
+		log:          orDiscard(opts.Logger),
 		ss:           ss,
 		ssShift:      uint(bits.TrailingZeros(uint(ss))),
 		maxBufs:      maxBufs,
@@ -342,7 +342,7 @@ func (c *Cache) Close(ctx context.Context) error {
 		// Operations still run (and may start fetches): end the cache's own
 		// device requests and leave the rest to finish on their own.
 		c.cancel()
-		c.log.Warn().Err(err).Msg("cache closed while operations were still in progress")
+		c.log.Warn("cache closed while operations were still in progress", "err", err)
 		return err
 	}
 	err := c.flush(ctx)
@@ -357,7 +357,7 @@ func (c *Cache) Close(ctx context.Context) error {
 	select {
 	case <-allDone:
 	case <-ctx.Done():
-		c.log.Warn().Err(ctx.Err()).Msg("cache closed before its device requests ended")
+		c.log.Warn("cache closed before its device requests ended", "err", ctx.Err())
 		if err == nil {
 			err = ctx.Err()
 		}
@@ -366,7 +366,7 @@ func (c *Cache) Close(ctx context.Context) error {
 
 	c.mu.Lock()
 	if c.dirtyBytes > 0 {
-		c.log.Error().Int64("dirty_bytes", c.dirtyBytes).Msg("cache closed with data not written back")
+		c.log.Error("cache closed with data not written back", "dirty_bytes", c.dirtyBytes)
 	}
 	c.free, c.stageFree = nil, nil
 	c.lru.Purge()

@@ -3,7 +3,7 @@ package cache
 import (
 	"time"
 
-	"github.com/rs/zerolog"
+	"log/slog"
 )
 
 // Defaults used by New for zero Options fields (ReadAhead excepted: 0 disables
@@ -22,7 +22,8 @@ type Options struct {
 	WriteThrough  bool          // every write durable before WriteAtContext returns (device write + SyncContext)
 	FlushInterval time.Duration // write-back timer (default 5s); negative disables the timer
 	Parallel      int           // max concurrent device requests issued by the cache (default 32)
-	Logger        zerolog.Logger
+	// Logger gets the cache's log records; nil logs nothing.
+	Logger *slog.Logger
 }
 
 // DefaultOptions returns the documented defaults, read-ahead included, with a
@@ -33,6 +34,13 @@ func DefaultOptions() Options {
 		ReadAhead:     DefaultReadAhead,
 		FlushInterval: DefaultFlushInterval,
 		Parallel:      DefaultParallel,
-		Logger:        zerolog.Nop(),
 	}
+}
+
+// orDiscard is l, or a logger that drops everything when l is nil.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }

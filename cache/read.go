@@ -74,7 +74,7 @@ func (c *Cache) runFetch(f *fetch) {
 			err = ErrClosed // Close gave up waiting and cancelled the read
 		}
 		err = fmt.Errorf("cache: read %d bytes at offset %d: %w", len(p), off, err)
-		c.log.Debug().Err(err).Msg("device read failed")
+		c.log.Debug("device read failed", "err", err)
 	}
 
 	c.mu.Lock()

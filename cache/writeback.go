@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -141,7 +142,9 @@ func (c *Cache) writebackAll(ctx context.Context) error {
 		c.unpinLocked(b)
 	}
 	c.mu.Unlock()
-	c.log.Debug().Int("blocks", len(blocks)).Int("pieces", len(pieces)).Msg("write-back")
+	if c.log.Enabled(ctx, slog.LevelDebug) { // spares boxing the counts on every flush
+		c.log.Debug("write-back", "blocks", len(blocks), "pieces", len(pieces))
+	}
 	return c.issue(ctx, pieces)
 }
 
@@ -271,7 +274,7 @@ func (c *Cache) writeRun(ctx context.Context, r wbRun, stage []byte) error {
 	if err != nil {
 		c.st.writebackErrors.Add(1)
 		err = fmt.Errorf("cache: write back %d bytes at offset %d: %w", len(data), r.off, err)
-		c.log.Warn().Err(err).Msg("write-back failed; data kept dirty")
+		c.log.Warn("write-back failed; data kept dirty", "err", err)
 	}
 	c.finishRun(r, err)
 	return err

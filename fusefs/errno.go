@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"syscall"
 )
@@ -73,10 +74,10 @@ func (m *Server) toErrno(ctx context.Context, err error) syscall.Errno {
 // during read) and only logged at debug level.
 func (m *Server) fail(ctx context.Context, op, path string, err error) syscall.Errno {
 	errno := m.toErrno(ctx, err)
-	ev := m.log.Warn()
+	level := slog.LevelWarn
 	if errno == syscall.EINTR {
-		ev = m.log.Debug()
+		level = slog.LevelDebug
 	}
-	ev.Str("op", op).Str("path", path).Err(err).Str("errno", errno.Error()).Msg("fuse request failed")
+	m.log.Log(ctx, level, "fuse request failed", "op", op, "path", path, "err", err, "errno", errno.Error())
 	return errno
 }

@@ -62,7 +62,7 @@ func TestWriteContextNotCancelled(t *testing.T) {
 		seen = append(seen, op+":"+state)
 		return ctx.Err()
 	}}
-	n := &lunNode{node: node{m: &Server{}}, path: "lun0", file: f}
+	n := &lunNode{node: node{m: &Server{log: orDiscard(nil)}}, path: "lun0", file: f}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 

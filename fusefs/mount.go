@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"path"
 	"strings"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/rs/zerolog"
 )
 
 const (
@@ -43,7 +43,7 @@ type Options struct {
 	ReadOnly bool
 	// Logger receives the warnings about failed requests and go-fuse's own
 	// messages. The zero Logger discards everything.
-	Logger zerolog.Logger
+	Logger *slog.Logger
 	// FSName is the source column of mount(8) and df(1); "iscsifs" if empty.
 	// The type is always fuse.iscsifs.
 	FSName string
@@ -65,7 +65,7 @@ type Options struct {
 type Server struct {
 	dir      string
 	server   *fuse.Server
-	log      zerolog.Logger
+	log      *slog.Logger
 	mappers  []ErrnoMapper
 	readOnly bool
 	uid, gid uint32
@@ -88,7 +88,7 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 	}
 	m := &Server{
 		dir:      dir,
-		log:      opts.Logger,
+		log:      orDiscard(opts.Logger),
 		mappers:  opts.ErrnoMappers,
 		readOnly: opts.ReadOnly,
 		uid:      uint32(os.Geteuid()),
@@ -112,7 +112,7 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 		server.Wait()
 		close(m.done)
 	}()
-	m.log.Info().Str("mountpoint", dir).Int("files", len(entries)).Bool("read_only", opts.ReadOnly).Msg("mounted")
+	m.log.Info("mounted", "mountpoint", dir, "files", len(entries), "read_only", opts.ReadOnly)
 	return m, nil
 }
 
@@ -124,9 +124,9 @@ func (m *Server) fsOptions(opts Options) *fs.Options {
 	if name == "" {
 		name = "iscsifs"
 	}
-	level := zerolog.WarnLevel
+	level := slog.LevelWarn
 	if opts.Debug {
-		level = zerolog.DebugLevel
+		level = slog.LevelDebug
 	}
 	stdlog := log.New(logWriter{log: m.log, level: level}, "", 0)
 	mountOpts := []string{"default_permissions"}
@@ -171,14 +171,14 @@ func (m *Server) fsOptions(opts Options) *fs.Options {
 	}
 }
 
-// logWriter turns go-fuse's log.Logger lines into zerolog events.
+// logWriter turns go-fuse's log.Logger lines into log records.
 type logWriter struct {
-	log   zerolog.Logger
-	level zerolog.Level
+	log   *slog.Logger
+	level slog.Level
 }
 
 func (w logWriter) Write(p []byte) (int, error) {
-	w.log.WithLevel(w.level).Str("component", "go-fuse").Msg(strings.TrimRight(string(p), "\n"))
+	w.log.Log(context.Background(), w.level, strings.TrimRight(string(p), "\n"), "component", "go-fuse")
 	return len(p), nil
 }
 
@@ -215,7 +215,7 @@ func (m *Server) Unmount() error {
 		return fmt.Errorf("unmount %s: %w", m.dir, err)
 	}
 	<-m.done
-	m.log.Info().Str("mountpoint", m.dir).Msg("unmounted")
+	m.log.Info("unmounted", "mountpoint", m.dir)
 	return nil
 }
 
@@ -310,7 +310,7 @@ func (m *Server) forgetEntry(parent *fs.Inode, name string) {
 	switch errno := parent.NotifyEntry(name); errno {
 	case 0, syscall.ENOENT:
 	default:
-		m.log.Debug().Str("name", name).Err(errno).Msg("invalidating a directory entry")
+		m.log.Debug("invalidating a directory entry", "name", name, "err", errno)
 	}
 }
 
@@ -340,4 +340,12 @@ func (m *Server) statfs(out *fuse.StatfsOut) {
 		NameLen: maxNameLen,
 		Frsize:  bsize,
 	}
+}
+
+// orDiscard is l, or a logger that drops everything when l is nil.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }

@@ -83,8 +83,7 @@ func (c *conn) logoutRequested(param3 uint16) {
 	c.drainCause = cause
 	close(c.drainCh)
 	c.mu.Unlock()
-	c.log.Info().Uint8("event", pdu.AsyncEventLogoutRequest).Uint16("param3", param3).Dur("within", limit).
-		Msg("target requests a logout; letting the commands in flight finish, then logging out and in again")
+	c.log.Info("target requests a logout; letting the commands in flight finish, then logging out and in again", "event", pdu.AsyncEventLogoutRequest, "param3", param3, "within", limit)
 	// A quarter of the time is left for the Logout Request to reach the
 	// target before it gives up on us.
 	c.goroutine(func() { c.logoutOnRequest(limit-limit/4, cause) })
@@ -104,8 +103,7 @@ wait:
 		case <-c.dead:
 			return
 		case <-deadline.C:
-			c.log.Warn().Int("outstanding", n).Dur("after", drain).
-				Msg("commands still in flight at the logout deadline; they are re-issued after the new login")
+			c.log.Warn("commands still in flight at the logout deadline; they are re-issued after the new login", "outstanding", n, "after", drain)
 			break wait
 		case <-tick.C:
 		}
@@ -118,7 +116,7 @@ wait:
 	// the target may keep the session (and the tasks not yet done) for
 	// Time2Retain, waiting for a reassignment we cannot do at ERL 0.
 	if err := c.logout(context.Background(), logoutResponseWait); err != nil {
-		c.log.Warn().Err(err).Msg("logout at the target's request failed; closing the connection")
+		c.log.Warn("logout at the target's request failed; closing the connection", "err", err)
 	}
 	c.fail(cause) // no-op when the Logout Response already ended it
 }

@@ -240,15 +240,15 @@ func (c *conn) abort(t *task, wait time.Duration) {
 	case err == nil:
 		// ABORT TASK refused: escalate to LOGICAL UNIT RESET, which ends
 		// every task of the LU (RFC 7143 §11.5.1); they are re-issued.
-		c.log.Warn().Uint8("response", resp).Msg("ABORT TASK refused; resetting the logical unit")
+		c.log.Warn("ABORT TASK refused; resetting the logical unit", "response", resp)
 		resp, err = c.taskManagement(ctx, t, pdu.TMFLogicalUnitReset, nil)
 		if err == nil && resp == pdu.TMFRespComplete {
 			c.endLUNTasks(t.lun)
 			return
 		}
-		c.log.Warn().Uint8("response", resp).AnErr("error", err).Msg("LUN RESET failed; dropping the connection")
+		c.log.Warn("LUN RESET failed; dropping the connection", "response", resp, "error", err)
 	default:
-		c.log.Warn().Err(err).Msg("ABORT TASK failed; dropping the connection")
+		c.log.Warn("ABORT TASK failed; dropping the connection", "err", err)
 	}
 	c.fail(fmt.Errorf("task 0x%08x could not be aborted", t.itt))
 }
@@ -338,7 +338,7 @@ func (c *conn) sweepLoop(timeout time.Duration) {
 // the target does not answer); the waiting caller then sees errTaskAborted
 // and the session decides whether to re-issue.
 func (c *conn) expire(t *task) {
-	c.log.Warn().Uint32("itt", t.itt).Dur("timeout", t.timeout).Msg("command timed out; aborting it")
+	c.log.Warn("command timed out; aborting it", "itt", t.itt, "timeout", t.timeout)
 	// Abort before detaching: the reader may be stuck inside one of the
 	// task's Data-In PDUs (holding the task) until the abort gives up and
 	// drops the connection.

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
 	"github.com/iscsifs/iscsifs/initiator/scsi"
@@ -27,7 +26,7 @@ type conn struct {
 	w         *pdu.Writer
 	params    Params
 	discovery bool
-	log       zerolog.Logger
+	log       *slog.Logger
 
 	sendMu  sync.Mutex    // held while assigning CmdSN and queueing one PDU
 	sq      *sendQueue    // PDUs waiting to be written, guarded by sendMu
@@ -121,7 +120,7 @@ type keepAlive struct {
 	command  time.Duration // SCSI command timeout (sweepLoop); 0 disables
 }
 
-func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery bool, log zerolog.Logger) *conn {
+func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery bool, log *slog.Logger) *conn {
 	c := &conn{
 		portal:    portal,
 		nc:        nc,
@@ -706,13 +705,10 @@ func (c *conn) onAsync(m *pdu.AsyncMsg) error {
 		// Time2Retain (Parameter3) bounds reassigning the tasks, which is
 		// for ERL 2: at ERL 0 they are re-issued after the new login.
 		e := &asyncDropError{event: m.AsyncEvent, at: time.Now(), time2Wait: min(seconds(m.Parameter2), maxTime2Wait)}
-		c.log.Warn().Uint8("event", m.AsyncEvent).Uint16("cid", m.Parameter1).
-			Uint16("time2wait", m.Parameter2).Uint16("time2retain", m.Parameter3).
-			Msg("target will drop the connection; logging in again after Time2Wait")
+		c.log.Warn("target will drop the connection; logging in again after Time2Wait", "event", m.AsyncEvent, "cid", m.Parameter1, "time2wait", m.Parameter2, "time2retain", m.Parameter3)
 		return e
 	}
-	c.log.Warn().Uint8("event", m.AsyncEvent).Uint16("param1", m.Parameter1).
-		Uint16("param2", m.Parameter2).Uint16("param3", m.Parameter3).Msg("asynchronous message from target")
+	c.log.Warn("asynchronous message from target", "event", m.AsyncEvent, "param1", m.Parameter1, "param2", m.Parameter2, "param3", m.Parameter3)
 	switch m.AsyncEvent {
 	case pdu.AsyncEventSCSI:
 		// Sense data for the LU, as a UNIT ATTENTION without a command.

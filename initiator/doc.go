@@ -88,7 +88,9 @@
 //
 // # Logging
 //
-// The library logs through Config.Logger (a zerolog.Logger). The zero
-// Logger discards everything, so a program that sets nothing sees no
-// output; secrets are never logged at any level.
+// The library logs through Config.Logger, a *log/slog.Logger, so it brings
+// no logging package of its own: any slog.Handler receives the records (the
+// iscsifs command passes them on to zerolog). A nil Logger discards
+// everything, so a program that sets nothing sees no output; secrets are
+// never logged at any level.
 package initiator

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -21,8 +22,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
 	"github.com/iscsifs/iscsifs/initiator/scsi"
@@ -81,7 +80,7 @@ func hostileConfig(t testing.TB, logs *logBuffer) Config {
 	cfg.CommandTimeout = 3 * time.Second
 	cfg.ReplacementTimeout = 5 * time.Second
 	if logs != nil {
-		cfg.Logger = zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.InfoLevel)
+		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	return cfg
 }
@@ -979,7 +978,7 @@ func TestHostileAsyncDropLongTime2Wait(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("the read failed after %v, want after the replacement timeout %v", d, cfg.ReplacementTimeout)
 	}
-	if !strings.Contains(logs.String(), `"time2wait":60000`) {
+	if !strings.Contains(logs.String(), `time2wait=1m0s`) {
 		t.Errorf("Time2Wait not capped at 60 s:\n%s", logs.String())
 	}
 	closeStart := time.Now()

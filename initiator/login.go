@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
 )
@@ -43,7 +42,7 @@ type loginParams struct {
 	creds      Credentials
 	algorithms []CHAPAlgorithm
 	neg        NegotiationConfig
-	log        zerolog.Logger
+	log        *slog.Logger
 }
 
 // redirectError is a login answered with Status-Class 1 (RFC 7143 §11.13.5).
@@ -221,7 +220,7 @@ func (x *loginExchange) security(kvs []pdu.KV, haveCreds, mutual bool) error {
 			return &LoginError{Target: lp.target, Portal: lp.portal, Class: 2, Detail: 1, Reason: "mutual authentication failed: " + trimAuth(err), auth: true}
 		}
 	}
-	lp.log.Debug().Str("chap_user", lp.creds.User).Str("algorithm", chap.algorithm().String()).Bool("mutual", mutual).Msg("CHAP authentication done")
+	lp.log.Debug("CHAP authentication done", "chap_user", lp.creds.User, "algorithm", chap.algorithm().String(), "mutual", mutual)
 	return x.leaveSecurity()
 }
 
@@ -311,8 +310,7 @@ func (x *loginExchange) roundTrip(req *pdu.LoginReq) (*pdu.LoginResp, error) {
 	if x.gotStatSN {
 		req.ExpStatSN = x.statSN + 1
 	}
-	lp.log.Debug().Uint8("csg", req.CSG).Uint8("nsg", req.NSG).Bool("transit", req.Transit).
-		Bool("continue", req.Continue).Str("keys", loggableText(req.Data)).Msg("login request")
+	lp.log.Debug("login request", "csg", req.CSG, "nsg", req.NSG, "transit", req.Transit, "continue", req.Continue, "keys", loggableText(req.Data))
 	var out pdu.Raw
 	if err := req.Encode(&out); err != nil {
 		return nil, err
@@ -331,9 +329,7 @@ func (x *loginExchange) roundTrip(req *pdu.LoginReq) (*pdu.LoginResp, error) {
 		return nil, lp.fail(0xff, 0xff, "malformed login response: "+err.Error())
 	}
 	resp.Data = append([]byte(nil), resp.Data...)
-	lp.log.Debug().Uint8("csg", resp.CSG).Uint8("nsg", resp.NSG).Bool("transit", resp.Transit).
-		Uint8("status_class", resp.StatusClass).Uint8("status_detail", resp.StatusDetail).
-		Str("keys", loggableText(resp.Data)).Msg("login response")
+	lp.log.Debug("login response", "csg", resp.CSG, "nsg", resp.NSG, "transit", resp.Transit, "status_class", resp.StatusClass, "status_detail", resp.StatusDetail, "keys", loggableText(resp.Data))
 	x.statSN = resp.StatSN
 	x.gotStatSN = true
 	x.last = resp

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -53,7 +54,7 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 			if ua > maxUnitAttentionRetries {
 				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
 			}
-			s.log.Debug().Uint64("lun", lun).Str("sense", serr.Sense.String()).Msg("unit attention")
+			s.log.Debug("unit attention", "lun", lun, "sense", serr.Sense.String())
 			if errors.Is(serr, scsi.ErrCapacityChanged) {
 				s.capacityChanged(lun)
 			}
@@ -213,7 +214,7 @@ func (l *LUN) readVPD(ctx context.Context) error {
 	b, err := s.vpd(ctx, l.lun, scsi.VPDSupportedPages)
 	if err != nil {
 		// VPD is optional (SPC-2 devices): work without it.
-		s.log.Debug().Err(err).Msg("no VPD pages")
+		s.log.Debug("no VPD pages", "err", err)
 		return nil
 	}
 	pages, err := scsi.ParseSupportedVPDPages(b)
@@ -229,7 +230,7 @@ func (l *LUN) readVPD(ctx context.Context) error {
 		}
 		b, err := s.vpd(ctx, l.lun, p)
 		if err != nil {
-			s.log.Debug().Err(err).Uint8("page", p).Msg("VPD page listed but not readable")
+			s.log.Debug("VPD page listed but not readable", "err", err, "page", p)
 			continue
 		}
 		switch p {
@@ -303,18 +304,18 @@ func (l *LUN) readModeSense(ctx context.Context) {
 		}
 	}
 	if err != nil {
-		s.log.Debug().Err(err).Uint64("lun", l.lun).Msg("MODE SENSE not supported")
+		s.log.Debug("MODE SENSE not supported", "err", err, "lun", l.lun)
 		l.writeCache.Store(true)
 		return
 	}
 	wce := !mp.HaveCachingPage || mp.WriteCacheEnabled
 	changed := l.readOnly.Swap(mp.WriteProtected) != mp.WriteProtected
 	changed = l.writeCache.Swap(wce) != wce || changed
-	ev := s.log.Debug()
+	level := slog.LevelDebug
 	if known := l.modeKnown.Swap(true); changed && known {
-		ev = s.log.Info() // a change after open
+		level = slog.LevelInfo // a change after open
 	}
-	ev.Uint64("lun", l.lun).Bool("write_protected", mp.WriteProtected).Bool("write_cache", wce).Msg("LUN mode parameters")
+	s.log.Log(context.Background(), level, "LUN mode parameters", "lun", l.lun, "write_protected", mp.WriteProtected, "write_cache", wce)
 }
 
 // transferLimit is the largest single READ/WRITE: MaxBurstLength (so a
@@ -364,14 +365,14 @@ func (l *LUN) refreshCapacity(ctx context.Context) {
 	defer l.refreshMu.Unlock()
 	before := l.Size()
 	if err := l.readCapacity(ctx); err != nil {
-		l.s.log.Warn().Err(err).Uint64("lun", l.lun).Msg("re-reading capacity after a capacity change")
+		l.s.log.Warn("re-reading capacity after a capacity change", "err", err, "lun", l.lun)
 		return
 	}
 	after := l.Size()
 	if after == before {
 		return
 	}
-	l.s.log.Info().Uint64("lun", l.lun).Int64("from", before).Int64("to", after).Msg("LUN capacity changed")
+	l.s.log.Info("LUN capacity changed", "lun", l.lun, "from", before, "to", after)
 	l.resizeMu.Lock()
 	f := l.onResize
 	l.resizeMu.Unlock()

@@ -98,7 +98,7 @@ func OpenMultipath(ctx context.Context, target string, portals []string, lun uin
 			}
 			_ = s.Close(context.WithoutCancel(ctx))
 		}
-		full.Logger.Warn().Str("path", portal).Err(err).Msg("multipath: path left out")
+		full.Logger.Warn("multipath: path left out", "path", portal, "err", err)
 		if firstErr == nil {
 			firstErr = err
 		}

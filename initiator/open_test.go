@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -126,5 +127,14 @@ func TestOpenURLSettings(t *testing.T) {
 	}
 	if _, err := l.ReadAt(make([]byte, 4096), 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestZeroConfigLogsNothing: a program that sets no Logger gets no output,
+// not even through slog's default logger (which writes to stderr).
+func TestZeroConfigLogsNothing(t *testing.T) {
+	var zero Config
+	if h := zero.withDefaults().Logger.Handler(); h != slog.DiscardHandler {
+		t.Errorf("zero Config logs to %T, want slog.DiscardHandler", h)
 	}
 }

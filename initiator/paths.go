@@ -171,7 +171,7 @@ func (s *Session) connectAnyPath(ctx context.Context, check bool) (*conn, *sessi
 			return c, p, nil
 		}
 		if errors.Is(err, ErrDeviceChanged) {
-			s.log.Warn().Str("path", p.portal).Err(err).Msg("path leads to another logical unit; never using it")
+			s.log.Warn("path leads to another logical unit; never using it", "path", p.portal, "err", err)
 			wrongLU = err
 			continue
 		}
@@ -200,7 +200,7 @@ func (s *Session) usePathLocked(p *sessionPath) {
 	}
 	p.state = PathActive
 	if p.portal != s.portal {
-		s.log.Warn().Str("from", s.portal).Str("to", p.portal).Msg("failed over to another path")
+		s.log.Warn("failed over to another path", "from", s.portal, "to", p.portal)
 		s.portal = p.portal
 	}
 }
@@ -217,7 +217,7 @@ func (s *Session) learnPaths(ctx context.Context) {
 	cfg.hooks = nil
 	targets, err := Discover(ctx, s.Portal(), cfg)
 	if err != nil {
-		s.log.Debug().Err(err).Msg("discovery of the target's portals failed; paths stay as configured")
+		s.log.Debug("discovery of the target's portals failed; paths stay as configured", "err", err)
 		return
 	}
 	var learned []Portal
@@ -238,7 +238,7 @@ func (s *Session) learnPaths(ctx context.Context) {
 			continue
 		}
 		s.paths = append(s.paths, &sessionPath{portal: addr, state: PathStandby})
-		s.log.Info().Str("path", addr).Int("portal_group", p.Group).Msg("target lists another portal; using it for failover")
+		s.log.Info("target lists another portal; using it for failover", "path", addr, "portal_group", p.Group)
 	}
 }
 
@@ -285,7 +285,7 @@ func (s *Session) probePaths(ctx context.Context) {
 			s.mu.Lock()
 			if p.state == PathFailed {
 				p.state = PathStandby
-				s.log.Info().Str("path", p.portal).Msg("path answers again; standby for failover")
+				s.log.Info("path answers again; standby for failover", "path", p.portal)
 			}
 			s.mu.Unlock()
 		}

@@ -209,9 +209,9 @@ func (s *Session) connDead(c *conn, cause error) {
 	s.mu.Unlock()
 	var planned *asyncDropError
 	if errors.As(cause, &planned) {
-		s.log.Info().Err(cause).Msg("connection ended on an asynchronous message from the target; logging in again")
+		s.log.Info("connection ended on an asynchronous message from the target; logging in again", "err", cause)
 	} else {
-		s.log.Warn().Err(cause).Msg("connection lost; reconnecting")
+		s.log.Warn("connection lost; reconnecting", "err", cause)
 	}
 	// Refused only when Close came in between: then nothing is to recover.
 	s.goroutine(func(ctx context.Context) { s.recoverLoop(ctx, c, cause) })
@@ -228,7 +228,7 @@ func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 	var planned *asyncDropError
 	if errors.As(cause, &planned) && planned.time2Wait > 0 {
 		delay = time.Until(planned.at.Add(planned.time2Wait))
-		s.log.Info().Dur("time2wait", planned.time2Wait).Msg("waiting Time2Wait before logging in again, as the target asked")
+		s.log.Info("waiting Time2Wait before logging in again, as the target asked", "time2wait", planned.time2Wait)
 	}
 	// The replacement timeout runs in a goroutine of its own, so that it
 	// also expires while a login attempt hangs on a silent portal, not only
@@ -281,19 +281,19 @@ func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 				c.close(ErrSessionClosed)
 				return
 			}
-			s.log.Info().Int("attempt", attempt).Dur("after", time.Since(since).Round(time.Millisecond)).Msg("session re-established")
+			s.log.Info("session re-established", "attempt", attempt, "after", time.Since(since).Round(time.Millisecond))
 			s.recheckLUNs()
 			return
 		}
 		lastMu.Lock()
 		last = err
 		lastMu.Unlock()
-		s.log.Warn().Err(err).Int("attempt", attempt).Msg("reconnect failed")
+		s.log.Warn("reconnect failed", "err", err, "attempt", attempt)
 		if refusesReinstatement(err) && !newISID {
 			// The target will not reinstate this session: start a new one.
 			newISID = true
 			s.freshISID()
-			s.log.Info().Msg("target refused to reinstate the session; logging in with a new ISID")
+			s.log.Info("target refused to reinstate the session; logging in with a new ISID")
 			delay, backoff = 0, 0
 		}
 		if errors.Is(err, ErrDeviceChanged) {
@@ -319,7 +319,7 @@ func (s *Session) markUnavailable(since time.Time, cause, last error) {
 	s.unavailable = &SessionUnavailableError{Target: s.target, Portal: s.portal, Since: since, Cause: cause, Last: last}
 	s.broadcastLocked()
 	s.mu.Unlock()
-	s.log.Error().Err(cause).Msg("session unavailable: replacement timeout passed; I/O fails until the target is back")
+	s.log.Error("session unavailable: replacement timeout passed; I/O fails until the target is back", "err", cause)
 }
 
 // revalidate runs on a fresh connection before it is installed: it absorbs
@@ -393,7 +393,7 @@ func (s *Session) asyncSense(lun uint64, b []byte) {
 	if err != nil {
 		return
 	}
-	s.log.Info().Uint64("lun", lun).Str("sense", sense.String()).Msg("asynchronous event")
+	s.log.Info("asynchronous event", "lun", lun, "sense", sense.String())
 	ua := &scsi.StatusError{Status: scsi.StatusCheckCondition, Sense: &sense}
 	if errors.Is(ua, scsi.ErrCapacityChanged) {
 		s.capacityChanged(lun)

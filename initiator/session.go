@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
 	"github.com/iscsifs/iscsifs/initiator/scsi"
@@ -47,9 +46,10 @@ type Config struct {
 	// mount, where the kernel and the application need it). Waits longer
 	// than BusyPoll turn it off until waits are short again.
 	BusyPoll time.Duration
-	// Logger receives the library's log events. The zero Logger discards
-	// them: a program that configures nothing sees no output.
-	Logger zerolog.Logger
+	// Logger receives the library's log records; nil discards them, so a
+	// program that configures nothing sees no output. Secrets are never
+	// logged, at any level.
+	Logger *slog.Logger
 	// Portals are other portals ("host:port", port 3260 if left out) of
 	// the same target: when the connection is lost, recovery logs in
 	// through them, in order, if the portal in use does not answer
@@ -68,6 +68,9 @@ type Config struct {
 
 func (c *Config) withDefaults() Config {
 	out := *c
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
 	if out.InitiatorName == "" {
 		out.InitiatorName = DefaultInitiatorName
 	}
@@ -107,7 +110,7 @@ type Session struct {
 	target    string
 	discovery bool
 	isid      [6]byte
-	log       zerolog.Logger
+	log       *slog.Logger
 	queue     *queueLimit
 
 	// g starts the session's own goroutines (recovery, LUN refreshes); bg
@@ -149,7 +152,7 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		target:    target,
 		discovery: discovery,
 		portal:    portal,
-		log:       cfg.Logger.With().Str("portal", portal).Str("target", target).Logger(),
+		log:       cfg.Logger.With("portal", portal, "target", target),
 		queue:     newQueueLimit(cfg.QueueDepth),
 		tpgt:      -1,
 		changed:   make(chan struct{}),
@@ -205,7 +208,7 @@ func (s *Session) connect(ctx context.Context, portal string) (*conn, error) {
 		switch {
 		case err == nil:
 			if portal != start {
-				s.log.Info().Str("from", start).Str("to", portal).Msg("login redirected")
+				s.log.Info("login redirected", "from", start, "to", portal)
 			}
 			return c, nil
 		case errors.As(err, &rd):
@@ -230,7 +233,7 @@ func (s *Session) connect(ctx context.Context, portal string) (*conn, error) {
 		case !fellBack && errors.As(err, &le) && le.Class == pdu.LoginStatusInitiatorError && !slices.Equal(algs, []CHAPAlgorithm{CHAPMD5}) && slices.Contains(algs, CHAPMD5) && s.cfg.Credentials.User != "":
 			// Targets that number CHAP_A differently (tgt: 7 = SHA-1) or that
 			// reject any list but "5" fail here; MD5 alone is understood by all.
-			s.log.Info().Err(err).Msg("CHAP login failed with the preferred algorithms; retrying with MD5 alone")
+			s.log.Info("CHAP login failed with the preferred algorithms; retrying with MD5 alone", "err", err)
 			algs = []CHAPAlgorithm{CHAPMD5}
 			fellBack = true
 		default:
@@ -242,7 +245,7 @@ func (s *Session) connect(ctx context.Context, portal string) (*conn, error) {
 func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlgorithm) (*conn, error) {
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
 	defer cancel()
-	s.log.Debug().Str("to", portal).Bool("discovery", s.discovery).Msg("connecting")
+	s.log.Debug("connecting", "to", portal, "discovery", s.discovery)
 	nc, err := s.cfg.Dial(lctx, "tcp", portal)
 	if err != nil {
 		what := "login to " + s.target
@@ -296,12 +299,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 		ka.interval = 0
 	}
 	c.start(ka)
-	s.log.Debug().Int("max_recv_data_segment", st.params.MaxRecvDataSegmentLength).
-		Int("target_max_recv_data_segment", st.params.TargetMaxRecvDataSegmentLength).
-		Int("max_burst", st.params.MaxBurstLength).Int("first_burst", st.params.FirstBurstLength).
-		Bool("initial_r2t", st.params.InitialR2T).Bool("immediate_data", st.params.ImmediateData).
-		Bool("header_digest", st.params.HeaderDigest).Bool("data_digest", st.params.DataDigest).
-		Msg("logged in")
+	s.log.Debug("logged in", "max_recv_data_segment", st.params.MaxRecvDataSegmentLength, "target_max_recv_data_segment", st.params.TargetMaxRecvDataSegmentLength, "max_burst", st.params.MaxBurstLength, "first_burst", st.params.FirstBurstLength, "initial_r2t", st.params.InitialR2T, "immediate_data", st.params.ImmediateData, "header_digest", st.params.HeaderDigest, "data_digest", st.params.DataDigest)
 	return c, nil
 }
 
@@ -381,15 +379,15 @@ func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) 
 		switch resp.Status {
 		case scsi.StatusTaskSetFull:
 			if d := s.queue.taskSetFull(); d > 0 {
-				ev := s.log.Debug()
+				level := slog.LevelDebug
 				if s.queue.warnNow() {
-					ev = s.log.Warn()
+					level = slog.LevelWarn
 				}
-				ev.Int("queue_depth", d).Msg("the target's task set is full: fewer commands in flight")
+				s.log.Log(context.Background(), level, "the target's task set is full: fewer commands in flight", "queue_depth", d)
 			}
 		case scsi.StatusGood, scsi.StatusConditionMet:
 			if d := s.queue.succeeded(); d > 0 {
-				s.log.Debug().Int("queue_depth", d).Msg("queue depth raised")
+				s.log.Debug("queue depth raised", "queue_depth", d)
 			}
 		}
 	}
@@ -519,7 +517,7 @@ func (c *conn) logout(ctx context.Context, wait time.Duration) error {
 		if errors.Is(t.result.err, io.EOF) {
 			// The target closed the connection instead of answering (istgt
 			// does now and then): the session is gone, as asked.
-			c.log.Debug().Msg("target closed the connection on logout without a response")
+			c.log.Debug("target closed the connection on logout without a response")
 			return nil
 		}
 		if t.result.err != nil {

@@ -5,20 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 )
 
 func fakeConfig(t testing.TB) Config {
 	return Config{
 		InitiatorName: "iqn.2026-11.test:unit",
-		Logger:        zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		Logger:        slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		LoginTimeout:  5 * time.Second,
 		KeepAlive:     -1,
 	}

@@ -5,14 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/iscsifs/iscsifs/initiator"
 	"github.com/iscsifs/iscsifs/initiator/scsi"
@@ -65,7 +64,7 @@ func labSpecs(l labSetup) []TargetSpec {
 func testConfig(t testing.TB) initiator.Config {
 	return initiator.Config{
 		InitiatorName: "iqn.2026-11.test:initiator",
-		Logger:        zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		Logger:        slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
 		LoginTimeout:  10 * time.Second,
 	}
 }

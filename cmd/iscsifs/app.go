@@ -190,7 +190,7 @@ func sessionConfig(c *cli.Context, u *initiator.URL, log zerolog.Logger) (initia
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = -1 // disabled; 0 means "default" to the library
 	}
-	cfg.Logger = log
+	cfg.Logger = slogTo(log)
 	return cfg, nil
 }
 

@@ -257,7 +257,7 @@ func mountAction(c *cli.Context) (err error) {
 	srv, err := fusefs.Mount(mountpoint, entries, fusefs.Options{
 		AllowOther:   c.Bool("allow-other"),
 		ReadOnly:     c.Bool("read-only"),
-		Logger:       log,
+		Logger:       slogTo(log),
 		FSName:       "iscsifs",
 		ErrnoMappers: errnoMappers,
 		StatusFiles:  m.statusFiles(),
@@ -409,7 +409,7 @@ func cacheOptions(c *cli.Context, log zerolog.Logger) (cache.Options, error) {
 		WriteThrough:  c.Bool("write-through"),
 		FlushInterval: c.Duration("flush-interval"),
 		Parallel:      c.Int("queue-depth"),
-		Logger:        log,
+		Logger:        slogTo(log),
 	}, nil
 }
 
