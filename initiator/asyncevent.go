@@ -75,11 +75,11 @@ func (c *conn) logoutRequested(param3 uint16) {
 	}
 	cause := &asyncDropError{event: pdu.AsyncEventLogoutRequest, at: time.Now()}
 	c.mu.Lock()
-	if c.draining || c.err != nil {
+	if c.state != connOpen {
 		c.mu.Unlock()
 		return
 	}
-	c.draining = true
+	c.state = connDraining
 	c.drainCause = cause
 	close(c.drainCh)
 	c.mu.Unlock()
@@ -132,7 +132,7 @@ func (c *conn) outstanding() int {
 func (c *conn) isDraining() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.draining
+	return c.state == connDraining
 }
 
 // loggedOut is the error that ends the connection after a Logout Response.

@@ -62,13 +62,14 @@ type conn struct {
 	windowCh  chan struct{}
 	tasks     map[uint32]*task
 	nextITT   uint32
-	err       error
-	dead      chan struct{}
-	// draining is set when the target asked for a logout (Asynchronous
-	// Message event 1): from then on no numbered command is sent on the
-	// connection. drainCh is closed with it; drainCause is how the
-	// connection ends after the logout.
-	draining   bool
+	// state: connOpen, then connDraining when the target asks for a logout
+	// (Asynchronous Message event 1: from then on no numbered command is
+	// sent on the connection), and connFailed for good, with err as the
+	// cause and dead closed. drainCh is closed on entering connDraining;
+	// drainCause is how the connection ends after the logout.
+	state      connState
+	err        error
+	dead       chan struct{}
 	drainCh    chan struct{}
 	drainCause error
 
@@ -104,6 +105,15 @@ type testHooks struct {
 	inlineRest    func()      // an inline write left the rest of its batch to the writer
 	recovered     func()      // recovery logged in again and is about to install the connection
 }
+
+// connState is where a connection is in Full Feature Phase.
+type connState uint8
+
+const (
+	connOpen     connState = iota // commands go out
+	connDraining                  // only immediate PDUs: a logout is coming
+	connFailed                    // the socket is closed; err says why
+)
 
 // loginState is what the login phase hands to Full Feature Phase.
 type loginState struct {
@@ -177,7 +187,7 @@ func (c *conn) goroutine(f func()) bool { return c.g.goroutine(f) }
 // outstanding task with the error. Only the first call has an effect.
 func (c *conn) fail(err error) {
 	c.mu.Lock()
-	if c.err != nil {
+	if c.state == connFailed {
 		c.mu.Unlock()
 		return
 	}
@@ -185,6 +195,7 @@ func (c *conn) fail(err error) {
 	if !errors.As(err, &ce) {
 		err = &ConnectionError{Portal: c.portal, Err: err}
 	}
+	c.state = connFailed
 	c.err = err
 	close(c.dead)
 	tasks := c.tasks
@@ -291,13 +302,13 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 	for {
 		c.lockSend()
 		c.mu.Lock()
-		if c.err != nil {
+		if c.state == connFailed {
 			err := c.err
 			c.mu.Unlock()
 			c.unlockSend(false)
 			return err
 		}
-		if c.draining && !o.immediate {
+		if c.state == connDraining && !o.immediate {
 			c.mu.Unlock()
 			c.unlockSend(false)
 			return errLogoutPending
@@ -351,7 +362,7 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 func (c *conn) usable() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err == nil && !c.draining
+	return c.state == connOpen
 }
 
 // sendUnnumbered writes a PDU outside command numbering (Data-Out, NOP-Out
@@ -359,7 +370,7 @@ func (c *conn) usable() bool {
 func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
 	c.lockSend()
 	c.mu.Lock()
-	if c.err != nil {
+	if c.state == connFailed {
 		err := c.err
 		c.mu.Unlock()
 		c.unlockSend(false)

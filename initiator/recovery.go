@@ -59,6 +59,7 @@ func (s *Session) install(c *conn) {
 
 func (s *Session) installLocked(c *conn) {
 	s.conn = c
+	s.state = StateLoggedIn
 	s.unavailable = nil
 	s.broadcastLocked()
 }
@@ -69,12 +70,11 @@ func (s *Session) installLocked(c *conn) {
 func (s *Session) installRecovered(c *conn, p *sessionPath) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.state == StateClosed {
 		return false
 	}
 	s.usePathLocked(p)
 	s.reconnects++
-	s.recovering = false
 	s.installLocked(c)
 	return true
 }
@@ -142,15 +142,7 @@ func (st *SessionState) UnmarshalText(b []byte) error {
 func (s *Session) State() SessionState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.closed:
-		return StateClosed
-	case s.unavailable != nil:
-		return StateUnavailable
-	case s.recovering:
-		return StateRecovering
-	}
-	return StateLoggedIn
+	return s.state
 }
 
 // connFor returns a live connection, waiting while the session recovers
@@ -158,11 +150,11 @@ func (s *Session) State() SessionState {
 func (s *Session) connFor(ctx context.Context) (*conn, error) {
 	for {
 		s.mu.Lock()
-		switch {
-		case s.closed:
+		switch s.state {
+		case StateClosed:
 			s.mu.Unlock()
 			return nil, ErrSessionClosed
-		case s.unavailable != nil:
+		case StateUnavailable:
 			err := s.unavailable
 			s.mu.Unlock()
 			return nil, err
@@ -201,11 +193,12 @@ func (s *Session) connFor(ctx context.Context) (*conn, error) {
 // It does not block: the connection calls it when it fails.
 func (s *Session) connDead(c *conn, cause error) {
 	s.mu.Lock()
-	if s.closed || s.conn != c || s.recovering {
+	// Only a failure of the connection in use starts recovery, once.
+	if s.state != StateLoggedIn || s.conn != c {
 		s.mu.Unlock()
 		return
 	}
-	s.recovering = true
+	s.state = StateRecovering
 	s.mu.Unlock()
 	var planned *asyncDropError
 	if errors.As(cause, &planned) {
@@ -302,7 +295,7 @@ func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 			return
 		}
 		s.mu.Lock()
-		if s.unavailable != nil {
+		if s.state == StateUnavailable {
 			s.unavailable = &SessionUnavailableError{Target: s.target, Portal: s.portal, Since: since, Cause: cause, Last: last}
 		}
 		s.mu.Unlock()
@@ -311,11 +304,12 @@ func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 
 func (s *Session) markUnavailable(since time.Time, cause, last error) {
 	s.mu.Lock()
-	if !s.recovering || s.closed {
+	if s.state != StateRecovering && s.state != StateUnavailable {
 		// The timer fired as the recovery ended: nothing is unavailable.
 		s.mu.Unlock()
 		return
 	}
+	s.state = StateUnavailable
 	s.unavailable = &SessionUnavailableError{Target: s.target, Portal: s.portal, Since: since, Cause: cause, Last: last}
 	s.broadcastLocked()
 	s.mu.Unlock()

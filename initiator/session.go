@@ -119,19 +119,21 @@ type Session struct {
 	bg     context.Context
 	stopBg context.CancelFunc
 
-	mu         sync.Mutex
-	portal     string         // of the connection in use (or last used)
-	paths      []*sessionPath // portal first, then Config.Portals
-	conn       *conn
-	tsih       uint16
-	tpgt       int
-	alias      string
-	closed     bool
-	changed    chan struct{} // closed and replaced when conn or unavailable change
-	recovering bool
-	// unavailable is set when the replacement timeout passed without a
-	// connection: commands fail with it until recovery succeeds.
-	unavailable error
+	mu     sync.Mutex
+	portal string         // of the connection in use (or last used)
+	paths  []*sessionPath // portal first, then Config.Portals
+	conn   *conn
+	tsih   uint16
+	tpgt   int
+	alias  string
+	// state moves logged-in → recovering (the connection failed) →
+	// unavailable (the replacement timeout passed) → logged-in again, and
+	// to closed from any of them, for good.
+	state   SessionState
+	changed chan struct{} // closed and replaced when conn or state change
+	// unavailable is what commands fail with in StateUnavailable, until
+	// recovery succeeds.
+	unavailable *SessionUnavailableError
 	reconnects  int
 	luns        map[uint64]*LUN // opened LUNs, re-checked after a reconnect
 	stats       sessionStats
@@ -462,7 +464,7 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 func (s *Session) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.closed
+	return s.state == StateClosed
 }
 
 // Close logs out (reason: close the session) and closes the connection.
@@ -474,11 +476,11 @@ func (s *Session) isClosed() bool {
 // callback must not call Close (Close would wait for it).
 func (s *Session) Close(ctx context.Context) error {
 	s.mu.Lock()
-	if s.closed {
+	if s.state == StateClosed {
 		s.mu.Unlock()
 		return nil
 	}
-	s.closed = true
+	s.state = StateClosed
 	s.g.stop()
 	s.stopBg()
 	s.broadcastLocked()
