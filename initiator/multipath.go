@@ -53,7 +53,7 @@ type MultipathLUN struct {
 	sel       PathSelector
 	next      atomic.Uint64 // round-robin cursor
 	wait      time.Duration // how long a command waits for a path: Config.ReplacementTimeout
-	size      int64
+	sizeNow   atomic.Int64  // capacity in bytes, as the paths last read it
 	blockSize int
 	closeOnce sync.Once
 }
@@ -106,7 +106,8 @@ func OpenMultipath(ctx context.Context, target string, portals []string, lun uin
 	if len(m.paths) == 0 {
 		return nil, firstErr
 	}
-	m.size, m.blockSize = m.paths[0].l.Size(), m.paths[0].l.BlockSize()
+	m.sizeNow.Store(m.paths[0].l.Size())
+	m.blockSize = m.paths[0].l.BlockSize()
 	return m, nil
 }
 
@@ -118,8 +119,8 @@ func sameIdentity(a, b *LUN) bool {
 	return a.Serial == b.Serial
 }
 
-// Size is the capacity in bytes (as the first path read it).
-func (m *MultipathLUN) Size() int64 { return m.size }
+// Size is the capacity in bytes (as the paths last read it).
+func (m *MultipathLUN) Size() int64 { return m.sizeNow.Load() }
 
 // BlockSize is the logical block size.
 func (m *MultipathLUN) BlockSize() int { return m.blockSize }
@@ -131,7 +132,7 @@ func (m *MultipathLUN) ReadOnly() bool { return m.paths[0].l.ReadOnly() }
 func (m *MultipathLUN) Paths() []PathStatus {
 	out := make([]PathStatus, len(m.paths))
 	for i, p := range m.paths {
-		out[i] = PathStatus{Portal: p.portal, State: PathStandby, Logins: p.s.Reconnects() + 1}
+		out[i] = PathStatus{Portal: p.portal, State: PathStandby, Logins: p.s.Reconnects() + 1, Commands: p.s.Stats().Commands}
 		switch p.s.State() {
 		case StateLoggedIn:
 			out[i].State = PathActive
@@ -250,10 +251,9 @@ func (m *MultipathLUN) pick() *mpPath {
 	var best *mpPath
 	var bestScore int64
 	n := uint64(len(m.paths))
-	start := uint64(0)
-	if m.sel == SelectRoundRobin {
-		start = m.next.Add(1)
-	}
+	// Every selector starts at a rotating path, so that ties (idle paths,
+	// equal queues) are spread instead of always going to the first.
+	start := m.next.Add(1)
 	for i := range n {
 		p := m.paths[(start+i)%n]
 		if p.s.State() != StateLoggedIn {

@@ -64,6 +64,9 @@ type PathStatus struct {
 	Logins    int       `json:"logins"`   // logins through it that succeeded
 	Failures  int       `json:"failures"` // logins through it that failed
 	LastError string    `json:"last_error,omitempty"`
+	// Commands is how many SCSI commands went down the path (paths of a
+	// MultipathLUN; a failover session counts per session, in Stats).
+	Commands uint64 `json:"commands,omitempty"`
 }
 
 type sessionPath struct {

@@ -1061,6 +1061,7 @@ type statusJSON struct {
 			State    string `json:"state"`
 			Logins   int    `json:"logins"`
 			Failures int    `json:"failures"`
+			Commands uint64 `json:"commands"` // --multipath
 		} `json:"paths"`
 		LUNs []struct {
 			LUN       uint64 `json:"lun"`

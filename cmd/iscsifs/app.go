@@ -99,6 +99,41 @@ func commonFlags() []cli.Flag {
 	}
 }
 
+// multipathFlags are the flags of the commands that can use every portal at
+// once (mount, bench).
+func multipathFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "multipath", Usage: "use the URL's portal and every --portal at once, a session each (active-active) instead of failing over"},
+		&cli.StringFlag{Name: "path-selector", Usage: "with --multipath: queue-length, round-robin or service-time", Value: "queue-length"},
+	}
+}
+
+// multipathSpec is what --multipath asks for: the portals, the URL's first.
+type multipathSpec struct {
+	portals  []string
+	selector initiator.PathSelector
+}
+
+// multipathPlan checks the multipath flags; nil without --multipath.
+func multipathPlan(c *cli.Context, u *initiator.URL, cfg initiator.Config) (*multipathSpec, error) {
+	if !c.Bool("multipath") {
+		return nil, nil
+	}
+	sel, err := initiator.ParsePathSelector(c.String("path-selector"))
+	if err != nil {
+		return nil, fmt.Errorf("--path-selector: %w", err)
+	}
+	switch {
+	case len(cfg.Portals) == 0:
+		return nil, errors.New("--multipath needs at least one --portal besides the URL's")
+	case cfg.DiscoverPortals:
+		return nil, errors.New("--multipath uses the URL's portal and the --portal list; --discover-portals is for failover")
+	case u.Target == "":
+		return nil, errors.New("--multipath needs a URL that names a target")
+	}
+	return &multipathSpec{portals: append([]string{u.Portal()}, cfg.Portals...), selector: sel}, nil
+}
+
 // newLogger builds the zerolog logger from --log-level and --log-format.
 func newLogger(c *cli.Context) (zerolog.Logger, error) {
 	level, err := zerolog.ParseLevel(c.String("log-level"))

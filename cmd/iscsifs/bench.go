@@ -25,7 +25,7 @@ func benchCommand() *cli.Command {
 		ArgsUsage: "URL   (iscsi://host[:port]/iqn/lun)\n\n" +
 			"Prints MB/s (10^6 bytes per second), IOPS and completion latency percentiles.\n" +
 			"--rw write and mix overwrite the LUN's data and need --write.",
-		Flags: append(commonFlags(), busyPollFlag(200*time.Microsecond),
+		Flags: append(append(commonFlags(), multipathFlags()...), busyPollFlag(200*time.Microsecond),
 			&cli.StringFlag{Name: "pattern", Usage: "seq or rand", Value: "seq"},
 			&cli.StringFlag{Name: "rw", Usage: "read, write or mix", Value: "read"},
 			&cli.IntFlag{Name: "rwmix-read", Usage: "percentage of reads with --rw mix", Value: 50},
@@ -35,8 +35,6 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "size", Usage: "use only the first SIZE bytes of the LUN (default: all of it)"},
 			&cli.BoolFlag{Name: "write", Usage: "allow --rw write or mix: destroys the data on the LUN"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-			&cli.BoolFlag{Name: "multipath", Usage: "use the URL's portal and every --portal at once, a session each (active-active)"},
-			&cli.StringFlag{Name: "path-selector", Usage: "with --multipath: queue-length, round-robin or service-time", Value: "queue-length"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile to this file", Hidden: true},
 		),
 		Action: benchAction,
@@ -232,15 +230,11 @@ func openBenchLUN(ctx context.Context, c *cli.Context, u *initiator.URL, cfg ini
 		}
 		return lun, func() { _ = sess.Close(context.WithoutCancel(ctx)) }, nil
 	}
-	sel, err := initiator.ParsePathSelector(c.String("path-selector"))
+	mp, err := multipathPlan(c, u, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--path-selector: %w", err)
+		return nil, nil, err
 	}
-	if len(cfg.Portals) == 0 {
-		return nil, nil, errors.New("--multipath needs at least one --portal besides the URL's")
-	}
-	portals := append([]string{u.Portal()}, cfg.Portals...)
-	m, err := initiator.OpenMultipath(ctx, u.Target, portals, uint64(u.LUN), cfg, sel)
+	m, err := initiator.OpenMultipath(ctx, u.Target, mp.portals, uint64(u.LUN), cfg, mp.selector)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -31,7 +31,7 @@ func mountCommand() *cli.Command {
 		Name:      "mount",
 		Usage:     "mount LUNs as files (foreground unless -d; SIGINT/SIGTERM flush and unmount)",
 		ArgsUsage: "URL MOUNTPOINT",
-		Flags: append(commonFlags(), busyPollFlag(0),
+		Flags: append(append(commonFlags(), multipathFlags()...), busyPollFlag(0),
 			&cli.BoolFlag{Name: "read-only", Usage: "refuse every write (EROFS)"},
 			&cli.StringFlag{Name: "cache-size", Usage: "block cache size per LUN", Value: "256MiB"},
 			&cli.StringFlag{Name: "readahead", Usage: "largest read-ahead window (0 disables)", Value: "8MiB"},
@@ -50,9 +50,24 @@ func mountCommand() *cli.Command {
 	}
 }
 
+// lunDevice is what a mounted file needs of its LUN: an *initiator.LUN, or
+// with --multipath an *initiator.MultipathLUN.
+type lunDevice interface {
+	cache.Device
+	ReadOnly() bool
+	Discard(ctx context.Context, off, length int64) error
+	LBAStatus(ctx context.Context, off int64) ([]initiator.Extent, error)
+	OnResize(func(newSize int64))
+}
+
 // lunFile is a cached LUN as the FUSE tree sees it.
 type lunFile struct {
 	*cache.Cache
+	// io carries the file's I/O; lun names the logical unit (identity, the
+	// session it is listed under): the same LUN on one path, the first
+	// path's with --multipath.
+	io       lunDevice
+	mp       *initiator.MultipathLUN // with --multipath, else nil
 	lun      *initiator.LUN
 	path     string // in the mount: "lun1", or "IQN/lun1" for a portal mount
 	readOnly bool
@@ -64,7 +79,7 @@ type lunFile struct {
 // Size is the cache's idea of the size: it follows the LUN's capacity once
 // resized has run, so the file never offers a range the cache would refuse.
 func (f *lunFile) Size() int64    { return f.Cache.Size() }
-func (f *lunFile) ReadOnly() bool { return f.readOnly || f.lun.ReadOnly() }
+func (f *lunFile) ReadOnly() bool { return f.readOnly || f.io.ReadOnly() }
 
 var (
 	_ fusefs.File      = (*lunFile)(nil)
@@ -79,7 +94,7 @@ func (f *lunFile) Discard(ctx context.Context, off, length int64) error {
 	if err := f.Cache.Flush(ctx); err != nil {
 		return err
 	}
-	err := f.lun.Discard(ctx, off, length)
+	err := f.io.Discard(ctx, off, length)
 	f.Cache.Invalidate()
 	if errors.Is(err, initiator.ErrDiscardNotSupported) {
 		return syscall.EOPNOTSUPP
@@ -91,12 +106,12 @@ func (f *lunFile) Discard(ctx context.Context, off, length int64) error {
 // after writing back dirty data so the map includes it. A LUN without the
 // map is all data.
 func (f *lunFile) Seek(ctx context.Context, off int64, hole bool) (int64, error) {
-	size := f.lun.Size()
+	size := f.io.Size()
 	if err := f.Cache.Flush(ctx); err != nil {
 		return 0, err
 	}
 	for pos := off; pos < size; {
-		exts, err := f.lun.LBAStatus(ctx, pos)
+		exts, err := f.io.LBAStatus(ctx, pos)
 		if errors.Is(err, initiator.ErrNoLBAStatus) {
 			if hole {
 				return size, nil
@@ -150,8 +165,9 @@ func (f *lunFile) resized(size int64, srv sizeNotifier, log zerolog.Logger) {
 // portal mount logs in to each target on first use of its directory, so the
 // lists grow while the mount serves; mu guards them.
 type mounted struct {
-	url      *initiator.URL
-	cfg      initiator.Config
+	url       *initiator.URL
+	cfg       initiator.Config
+	multipath *multipathSpec // --multipath, else nil
 	copts    cache.Options // for stats.json
 	readOnly bool          // --read-only
 	memLimit int64         // --memory-limit: -1 automatic, 0 none
@@ -245,7 +261,11 @@ func mountAction(c *cli.Context) (err error) {
 		return err
 	}
 	defer stopProfile()
-	m := &mounted{url: u, cfg: cfg, copts: copts, readOnly: c.Bool("read-only"), memLimit: memLimit, log: log}
+	mp, err := multipathPlan(c, u, cfg)
+	if err != nil {
+		return err
+	}
+	m := &mounted{url: u, cfg: cfg, multipath: mp, copts: copts, readOnly: c.Bool("read-only"), memLimit: memLimit, log: log}
 	defer m.close()
 	entries, lazy, err := m.open(ctx)
 	if err != nil {
@@ -441,37 +461,62 @@ func (m *mounted) open(ctx context.Context) ([]fusefs.Entry, []fusefs.LazyDir, e
 // LUN, each behind its own cache. Entry paths are relative ("lun1"); dir is
 // what the mount puts before them. On failure nothing stays open.
 func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.Entry, error) {
-	s, err := initiator.Login(ctx, m.url.Portal(), target, m.cfg)
-	if err != nil {
-		return nil, err
-	}
 	var files []*lunFile
+	var s *initiator.Session
 	fail := func(err error) ([]fusefs.Entry, error) {
 		for _, f := range files {
 			_ = f.Close(context.WithoutCancel(ctx))
+			if f.mp != nil {
+				_ = f.mp.Close()
+			}
 		}
-		_ = s.Close(context.WithoutCancel(ctx))
+		if s != nil {
+			_ = s.Close(context.WithoutCancel(ctx))
+		}
 		return nil, err
 	}
-	luns, err := urlLUNs(ctx, s, m.url)
-	if err != nil {
-		return fail(err)
+	luns := []uint64{uint64(m.url.LUN)}
+	if m.multipath == nil || m.url.LUN < 0 {
+		var err error
+		if s, err = initiator.Login(ctx, m.url.Portal(), target, m.cfg); err != nil {
+			return nil, err
+		}
+		if luns, err = urlLUNs(ctx, s, m.url); err != nil {
+			return fail(err)
+		}
+		if m.multipath != nil {
+			// It only listed the LUNs: each gets a session per path.
+			_ = s.Close(context.WithoutCancel(ctx))
+			s = nil
+		}
 	}
 	var entries []fusefs.Entry
+	var sessions []*initiator.Session
 	for _, n := range luns {
-		l, err := s.OpenLUN(ctx, n)
+		f := &lunFile{readOnly: m.readOnly, m: m}
+		var err error
+		if m.multipath != nil {
+			if f.mp, err = initiator.OpenMultipath(ctx, target, m.multipath.portals, n, m.cfg, m.multipath.selector); err == nil {
+				f.io, f.lun = f.mp, f.mp.Primary()
+				sessions = append(sessions, f.lun.Session())
+			}
+		} else if f.lun, err = s.OpenLUN(ctx, n); err == nil {
+			f.io = f.lun
+		}
 		if errors.Is(err, initiator.ErrNotBlockDevice) && (m.url.LUN < 0 || m.url.Target == "") {
 			continue // e.g. tgt's controller at LUN 0
 		}
 		if err != nil {
 			return fail(err)
 		}
-		cc, err := cache.New(l, m.copts)
-		if err != nil {
+		if f.Cache, err = cache.New(f.io, m.copts); err != nil {
+			if f.mp != nil {
+				_ = f.mp.Close()
+			}
 			return fail(err)
 		}
 		name := fmt.Sprintf("lun%d", n)
-		f := &lunFile{Cache: cc, lun: l, path: dir + name, readOnly: m.readOnly, m: m}
+		f.path = dir + name
 		files = append(files, f)
 		entries = append(entries, fusefs.Entry{Path: name, File: f})
 		entries = append(entries, m.initParts(ctx, f, name)...)
@@ -481,13 +526,16 @@ func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.
 		m.mu.Unlock()
 		return fail(errors.New("mount: shutting down"))
 	}
-	m.sessions = append(m.sessions, s)
+	if s != nil {
+		sessions = append(sessions, s)
+	}
+	m.sessions = append(m.sessions, sessions...)
 	m.files = append(m.files, files...)
 	m.pending = slices.DeleteFunc(m.pending, func(t string) bool { return t == target })
 	nfiles := len(m.files)
 	m.mu.Unlock()
 	for _, f := range files {
-		f.lun.OnResize(func(size int64) { f.resized(size, m.srv.Load(), m.log) })
+		f.io.OnResize(func(size int64) { f.resized(size, m.srv.Load(), m.log) })
 		m.log.Info().Str("file", f.path).Int64("size", f.Size()).Bool("read_only", f.ReadOnly()).Msg("LUN opened")
 	}
 	m.applyMemoryLimit(nfiles)
@@ -530,8 +578,11 @@ func (m *mounted) close() error {
 		if err := f.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f.path, err))
 		}
-		if err := f.lun.SyncContext(ctx); err != nil && !f.ReadOnly() {
+		if err := f.io.SyncContext(ctx); err != nil && !f.ReadOnly() {
 			errs = append(errs, fmt.Errorf("%s: %w", f.path, err))
+		}
+		if f.mp != nil {
+			_ = f.mp.Close() // the other paths' sessions; the first is in sessions
 		}
 	}
 	for _, s := range sessions {

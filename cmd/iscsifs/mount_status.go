@@ -320,7 +320,7 @@ func (m *mounted) status() mountStatus {
 	}
 	for _, s := range sessions {
 		st := s.Stats()
-		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State.String(), Params: paramsStatus(s.Params()), Session: st, Paths: s.Paths(), LUNs: []lunStatus{}}
+		ts := targetStatus{Target: s.Target(), Portal: s.Portal(), State: st.State.String(), Params: paramsStatus(s.Params()), Session: st, Paths: m.pathsOf(s), LUNs: []lunStatus{}}
 		for _, f := range files {
 			if f.lun.Session() != s {
 				continue
@@ -348,6 +348,18 @@ func (m *mounted) status() mountStatus {
 		out.Targets = append(out.Targets, targetStatus{Target: t, Portal: m.url.Portal(), State: stateNotLoggedIn, LUNs: []lunStatus{}})
 	}
 	return out
+}
+
+// pathsOf is the paths of session s: its own (failover), or with
+// --multipath those of the multipath LUN whose first path it is.
+func (m *mounted) pathsOf(s *initiator.Session) []initiator.PathStatus {
+	_, files, _ := m.snapshot()
+	for _, f := range files {
+		if f.mp != nil && f.lun.Session() == s {
+			return f.mp.Paths()
+		}
+	}
+	return s.Paths()
 }
 
 // stateNotLoggedIn is the state of a portal mount's target before first use.
