@@ -249,8 +249,9 @@ func mountAction(c *cli.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
+	signals := subscribeSignals()
+	defer signals.stop()
+	ctx := signals.ctx
 
 	memLimit, err := memoryLimitFlag(c)
 	if err != nil {
@@ -269,6 +270,10 @@ func mountAction(c *cli.Context) (err error) {
 	defer m.close()
 	entries, lazy, err := m.open(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			// A signal, not the target: say so rather than "timed out".
+			return fmt.Errorf("mount: stopped by %v while logging in to %s", context.Cause(ctx), u)
+		}
 		return err
 	}
 	if len(entries) == 0 && len(lazy) == 0 {
@@ -317,9 +322,7 @@ func mountAction(c *cli.Context) (err error) {
 	}
 
 	// Serve until a signal or an unmount from outside.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	sigs := signals.serve()
 	ready.ready()
 	defer ready.stopping()
 	unmounted := make(chan struct{})
@@ -591,6 +594,55 @@ func (m *mounted) close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// mountSignals is the mount's one subscription to SIGINT and SIGTERM.
+// Until serve is called a signal cancels ctx, so that logins, opening and
+// attaching give up at once; every signal is also passed on to the channel
+// serve returns, so that one arriving as serving begins is not lost.
+type mountSignals struct {
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	raw     chan os.Signal
+	out     chan os.Signal
+	serving atomic.Bool
+	done    chan struct{}
+}
+
+func subscribeSignals() *mountSignals {
+	ms := &mountSignals{raw: make(chan os.Signal, 2), out: make(chan os.Signal, 2), done: make(chan struct{})}
+	ms.ctx, ms.cancel = context.WithCancelCause(context.Background())
+	signal.Notify(ms.raw, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		for {
+			select {
+			case s := <-ms.raw:
+				if !ms.serving.Load() {
+					ms.cancel(fmt.Errorf("%v", s))
+				}
+				select {
+				case ms.out <- s:
+				default: // the serve loop has one already
+				}
+			case <-ms.done:
+				return
+			}
+		}
+	}()
+	return ms
+}
+
+// serve marks the end of setup: from now on signals only come on the
+// returned channel.
+func (ms *mountSignals) serve() <-chan os.Signal {
+	ms.serving.Store(true)
+	return ms.out
+}
+
+func (ms *mountSignals) stop() {
+	signal.Stop(ms.raw)
+	close(ms.done)
+	ms.cancel(nil)
 }
 
 // errnoMappers turn the initiator's errors into errnos for fusefs.
