@@ -44,25 +44,39 @@ const (
 )
 
 // Stats are counters and gauges of a Cache.
+//
+// A field's metric tag names the Prometheus metric the iscsifs command
+// exports it as (prefixed iscsifs_, labelled with the LUN file):
+// metric:"name,type,help" with type counter or gauge, or metric:"-" for a
+// number left out of the metrics. Every numeric field has one of the two.
 type Stats struct {
-	Reads            int64 // ReadAt calls: Hits + Misses
-	ReadBytes        int64 // bytes returned by ReadAt
-	Writes           int64 // WriteAt calls accepted
-	WriteBytes       int64 // bytes they wrote
-	Hits             int64 // ReadAt calls served without waiting for the device
-	Misses           int64 // ReadAt calls that waited for (or issued) a device read
-	UncachedReads    int64 // random reads served straight from the device (see readUncached)
-	DeviceReads      int64 // device read requests issued
-	DeviceReadBytes  int64
-	DeviceWrites     int64 // device write requests issued
-	DeviceWriteBytes int64
-	ReadAheadBytes   int64 // bytes fetched by read-ahead
-	ReadAheadWindow  int64 // current largest read-ahead window of a stream
-	DirtyBytes       int64 // bytes newer than the device, write-back in flight included
-	CachedBytes      int64 // clean valid bytes held
-	Evictions        int64 // blocks evicted to make room
-	WritebackErrors  int64 // failed device writes during write-back
-	BufferBytes      int64 // memory held in block and staging buffers
+	Reads      int64 `metric:"-" json:"reads"`       // ReadAt calls: Hits + Misses
+	ReadBytes  int64 `metric:"-" json:"read_bytes"`  // bytes returned by ReadAt
+	Writes     int64 `metric:"-" json:"writes"`      // WriteAt calls accepted
+	WriteBytes int64 `metric:"-" json:"write_bytes"` // bytes they wrote
+	// ReadAt calls served without waiting for the device
+	Hits int64 `metric:"cache_hits_total,counter,Reads served from the cache." json:"hits"`
+	// ReadAt calls that waited for (or issued) a device read
+	Misses int64 `metric:"cache_misses_total,counter,Reads that needed the target." json:"misses"`
+	// random reads served straight from the device (see readUncached)
+	UncachedReads    int64 `metric:"cache_uncached_reads_total,counter,Random reads served straight from the target, around the cache." json:"uncached_reads"`
+	DeviceReads      int64 `metric:"-" json:"device_reads"` // device read requests issued
+	DeviceReadBytes  int64 `metric:"cache_device_read_bytes_total,counter,Bytes the cache read from the LUN." json:"device_read_bytes"`
+	DeviceWrites     int64 `metric:"-" json:"device_writes"` // device write requests issued
+	DeviceWriteBytes int64 `metric:"cache_device_write_bytes_total,counter,Bytes the cache wrote to the LUN." json:"device_write_bytes"`
+	// bytes fetched by read-ahead
+	ReadAheadBytes int64 `metric:"cache_readahead_bytes_total,counter,Bytes fetched by read-ahead." json:"read_ahead_bytes"`
+	// current largest read-ahead window of a stream
+	ReadAheadWindow int64 `metric:"cache_readahead_window_bytes,gauge,Current largest read-ahead window." json:"read_ahead_window"`
+	// bytes newer than the device, write-back in flight included
+	DirtyBytes int64 `metric:"cache_dirty_bytes,gauge,Bytes written but not yet on the target." json:"dirty_bytes"`
+	// clean valid bytes held
+	CachedBytes int64 `metric:"cache_cached_bytes,gauge,Bytes held in the cache." json:"cached_bytes"`
+	// blocks evicted to make room
+	Evictions int64 `metric:"cache_evictions_total,counter,Cache blocks evicted." json:"evictions"`
+	// failed device writes during write-back
+	WritebackErrors int64 `metric:"cache_writeback_errors_total,counter,Failed write-backs." json:"writeback_errors"`
+	BufferBytes     int64 `metric:"-" json:"buffer_bytes"` // memory held in block and staging buffers
 }
 
 type counters struct {

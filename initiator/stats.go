@@ -35,25 +35,32 @@ func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
 }
 
 // Stats is a snapshot of a session's counters since login.
+//
+// A field's metric tag names the Prometheus metric the iscsifs command
+// exports it as (prefixed iscsifs_, labelled with the target):
+// metric:"name,type,help" with type counter or gauge, or metric:"-" for a
+// number left out of the metrics or exported otherwise. Every numeric field
+// has one of the two.
 type Stats struct {
-	Commands   uint64       `json:"commands"`
-	Errors     uint64       `json:"errors"`
-	ReadBytes  uint64       `json:"read_bytes"`
-	WriteBytes uint64       `json:"write_bytes"`
-	InFlight   int          `json:"in_flight"`
-	PeakFlight int          `json:"peak_in_flight"`
-	Reconnects int          `json:"reconnects"`
-	State      SessionState `json:"state"`
+	Commands   uint64       `json:"commands" metric:"commands_total,counter,SCSI commands completed or failed."`
+	Errors     uint64       `json:"errors" metric:"command_errors_total,counter,SCSI commands that failed in transport."`
+	ReadBytes  uint64       `json:"read_bytes" metric:"read_bytes_total,counter,Bytes read from the target."`
+	WriteBytes uint64       `json:"write_bytes" metric:"write_bytes_total,counter,Bytes written to the target."`
+	InFlight   int          `json:"in_flight" metric:"commands_in_flight,gauge,SCSI commands outstanding now."`
+	PeakFlight int          `json:"peak_in_flight" metric:"-"`
+	Reconnects int          `json:"reconnects" metric:"reconnects_total,counter,Times the session was re-established."`
+	State      SessionState `json:"state" metric:"-"` // exported as session_up
 	// Latency percentiles of successful commands (upper bucket bounds,
 	// within a factor of two).
-	LatencyP50  time.Duration `json:"latency_p50_ns"`
-	LatencyP99  time.Duration `json:"latency_p99_ns"`
-	LatencyP999 time.Duration `json:"latency_p999_ns"`
+	LatencyP50  time.Duration `json:"latency_p50_ns" metric:"-"`
+	LatencyP99  time.Duration `json:"latency_p99_ns" metric:"-"`
+	LatencyP999 time.Duration `json:"latency_p999_ns" metric:"-"`
 	// LatencyBuckets[i] counts commands that took less than 2^i µs (and at
 	// least 2^(i-1) µs).
 	LatencyBuckets []uint64 `json:"latency_buckets_pow2_us"`
 	// LatencySum is the total latency of the commands LatencyBuckets counts.
-	LatencySum time.Duration `json:"latency_sum_ns"`
+	// With LatencyBuckets it is exported as the command_latency_seconds histogram.
+	LatencySum time.Duration `json:"latency_sum_ns" metric:"-"`
 }
 
 // Stats returns the session's counters.

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -18,8 +19,10 @@ func TestMountMultipath(t *testing.T) {
 	const iqn = "iqn.2026-12.lab:mpmount"
 	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 64 << 20}}})
 	first, second := tg.Portal, addPortal(t, tg)
+	metricsAddr := freeAddr(t)
 	m := startMount(t, iscsifsBinary(t), "iscsi://"+first+"/"+iqn+"/1",
-		"--multipath", "--portal", second, "--cache-size", "8MiB", "--write-through", "--replacement-timeout", "60s")
+		"--multipath", "--portal", second, "--cache-size", "8MiB", "--write-through", "--replacement-timeout", "60s",
+		"--metrics-addr", metricsAddr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -64,6 +67,11 @@ func TestMountMultipath(t *testing.T) {
 	got := m.status(t).Targets[0].Paths
 	if got[0].State != "failed" || got[1].State != "active" {
 		t.Errorf("paths after the first portal went: %+v", got)
+	}
+	for portal, want := range map[string]float64{first: 0, second: 1} {
+		if got := scrapeMetricLabels(t, metricsAddr, "iscsifs_path_active", fmt.Sprintf("portal=%q,target=%q", portal, iqn)); got != want {
+			t.Errorf("iscsifs_path_active for %s = %v, want %v", portal, got, want)
+		}
 	}
 	if got[1].Commands <= paths[1].Commands {
 		t.Errorf("path 2 carried no commands after path 1 went: %d then %d", paths[1].Commands, got[1].Commands)

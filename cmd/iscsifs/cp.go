@@ -127,97 +127,29 @@ func cpFlags(c *cli.Context) (cpOptions, error) {
 	return o, nil
 }
 
+// cpAction copies between a LUN and a local path: plan (arguments and
+// flags), open both sides, then copy and report (copier.run).
 func cpAction(c *cli.Context) error {
-	if c.NArg() != 2 {
-		return errors.New("cp: want two arguments, SRC and DST")
-	}
-	srcArg, dstArg := c.Args().Get(0), c.Args().Get(1)
-	srcIsURL, dstIsURL := strings.HasPrefix(srcArg, "iscsi://"), strings.HasPrefix(dstArg, "iscsi://")
-	if srcIsURL == dstIsURL {
-		return errors.New("cp: exactly one of SRC and DST must be an iscsi:// URL, the other a local path or '-'")
-	}
-	urlArg := srcArg
-	if dstIsURL {
-		urlArg = dstArg
-	}
-	u, err := initiator.ParseURL(urlArg)
+	p, err := planCP(c)
 	if err != nil {
 		return err
 	}
-	if u.Target == "" || u.LUN < 0 {
-		return fmt.Errorf("cp: %s names no LUN: want iscsi://host[:port]/iqn/lun", u)
-	}
-	opts, err := cpFlags(c)
+	log, cfg, err := prepare(c, p.url)
 	if err != nil {
 		return err
 	}
-	if opts.verify && dstArg == "-" {
-		return errors.New("cp: --verify cannot read back standard output")
-	}
-	log, cfg, err := prepare(c, u)
-	if err != nil {
-		return err
-	}
-	cfg.QueueDepth = queueDepthFor(opts.parallel, opts.bs)
+	cfg.QueueDepth = queueDepthFor(p.opts.parallel, p.opts.bs)
+	ctx, stop, done := cpSignals()
+	defer done()
 
-	// SIGINT/SIGTERM: the first stops issuing requests (those in flight
-	// complete and the prefix copied is reported), the second aborts.
-	stop := make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		select {
-		case <-sigs:
-			close(stop)
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case <-sigs:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	loginCtx, loginCancel := context.WithCancel(ctx)
-	defer loginCancel()
-	go func() {
-		select {
-		case <-stop:
-			loginCancel()
-		case <-loginCtx.Done():
-		}
-	}()
-
-	lun, sess, err := openOneLUN(loginCtx, u, cfg)
+	lun, sess, err := p.openLUN(ctx, stop, cfg)
 	if err != nil {
-		if loginCtx.Err() != nil && ctx.Err() == nil {
-			return cli.Exit("cp: interrupted before copying anything", 130)
-		}
 		return err
 	}
 	defer sess.Close(context.WithoutCancel(ctx))
-	lunSide := &cpSide{name: u.String(), lun: lun, size: lun.Size()}
-	if opts.bs%int64(lun.BlockSize()) != 0 {
-		return fmt.Errorf("--block-size %d is not a multiple of the %d-byte blocks of %s", opts.bs, lun.BlockSize(), u)
-	}
-
-	cp := &copier{opts: opts, stderr: c.App.ErrWriter, log: log}
-	if srcIsURL {
-		cp.src = lunSide
-		if cp.dst, err = openDst(dstArg, opts.verify); err != nil {
-			return err
-		}
-	} else {
-		cp.dst = lunSide
-		if lun.ReadOnly() {
-			return fmt.Errorf("cp: %s is read-only (write-protected): nothing written", u)
-		}
-		if cp.src, err = openSrc(srcArg); err != nil {
-			return err
-		}
+	cp, err := p.newCopier(lun, c.App.ErrWriter, log)
+	if err != nil {
+		return err
 	}
 	defer cp.src.close()
 	defer cp.dst.close()
@@ -227,6 +159,121 @@ func cpAction(c *cli.Context) error {
 	}
 	defer stopProfile()
 	return cp.run(ctx, stop)
+}
+
+// cpPlan is the copy the command line asks for, before anything is opened.
+type cpPlan struct {
+	url   *initiator.URL // the LUN
+	local string         // the other side: a path, or '-'
+	toLUN bool           // local → LUN; else LUN → local
+	opts  cpOptions
+}
+
+// planCP reads the arguments and flags and checks what needs no login.
+func planCP(c *cli.Context) (cpPlan, error) {
+	var p cpPlan
+	if c.NArg() != 2 {
+		return p, errors.New("cp: want two arguments, SRC and DST")
+	}
+	srcArg, dstArg := c.Args().Get(0), c.Args().Get(1)
+	srcIsURL, dstIsURL := strings.HasPrefix(srcArg, "iscsi://"), strings.HasPrefix(dstArg, "iscsi://")
+	if srcIsURL == dstIsURL {
+		return p, errors.New("cp: exactly one of SRC and DST must be an iscsi:// URL, the other a local path or '-'")
+	}
+	urlArg := srcArg
+	p.local = dstArg
+	if dstIsURL {
+		urlArg, p.local, p.toLUN = dstArg, srcArg, true
+	}
+	var err error
+	if p.url, err = initiator.ParseURL(urlArg); err != nil {
+		return p, err
+	}
+	if p.url.Target == "" || p.url.LUN < 0 {
+		return p, fmt.Errorf("cp: %s names no LUN: want iscsi://host[:port]/iqn/lun", p.url)
+	}
+	if p.opts, err = cpFlags(c); err != nil {
+		return p, err
+	}
+	if p.opts.verify && dstArg == "-" {
+		return p, errors.New("cp: --verify cannot read back standard output")
+	}
+	return p, nil
+}
+
+// cpSignals handles SIGINT and SIGTERM: the first closes stop (no new
+// request is issued, those in flight complete and the prefix copied is
+// reported), the second cancels ctx (aborts). done undoes it.
+func cpSignals() (ctx context.Context, stop <-chan struct{}, done func()) {
+	stopCh := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sigs:
+			close(stopCh)
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, stopCh, func() {
+		signal.Stop(sigs)
+		cancel()
+	}
+}
+
+// openLUN logs in and opens the LUN. A stop gives up the login too: nothing
+// has been copied, so there is nothing to finish.
+func (p cpPlan) openLUN(ctx context.Context, stop <-chan struct{}, cfg initiator.Config) (*initiator.LUN, *initiator.Session, error) {
+	loginCtx, loginCancel := context.WithCancel(ctx)
+	defer loginCancel()
+	go func() {
+		select {
+		case <-stop:
+			loginCancel()
+		case <-loginCtx.Done():
+		}
+	}()
+	lun, sess, err := openOneLUN(loginCtx, p.url, cfg)
+	if err != nil {
+		if loginCtx.Err() != nil && ctx.Err() == nil {
+			return nil, nil, cli.Exit("cp: interrupted before copying anything", 130)
+		}
+		return nil, nil, err
+	}
+	return lun, sess, nil
+}
+
+// newCopier pairs the LUN with the local side, which it opens (DST perhaps
+// created) only once the LUN is known to fit the block size and, as DST, to
+// be writable.
+func (p cpPlan) newCopier(lun *initiator.LUN, stderr io.Writer, log zerolog.Logger) (*copier, error) {
+	if p.opts.bs%int64(lun.BlockSize()) != 0 {
+		return nil, fmt.Errorf("--block-size %d is not a multiple of the %d-byte blocks of %s", p.opts.bs, lun.BlockSize(), p.url)
+	}
+	lunSide := &cpSide{name: p.url.String(), lun: lun, size: lun.Size()}
+	cp := &copier{opts: p.opts, stderr: stderr, log: log}
+	var err error
+	if p.toLUN {
+		if lun.ReadOnly() {
+			return nil, fmt.Errorf("cp: %s is read-only (write-protected): nothing written", p.url)
+		}
+		cp.dst = lunSide
+		cp.src, err = openSrc(p.local)
+	} else {
+		cp.src = lunSide
+		cp.dst, err = openDst(p.local, p.opts.verify)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cp, nil
 }
 
 // queueDepthFor is the session queue depth that keeps parallel requests of
@@ -325,14 +372,37 @@ type copier struct {
 	opts     cpOptions
 	stderr   io.Writer
 	bar      *progressbar.ProgressBar
-	zeroSkip *sparseWriter // non-nil: regular DST with holes for zeros
-	srcHash  hash.Hash     // --verify with a stream SRC: hashed as read
+	zeroSkip *sparseWriter    // non-nil: regular DST with holes for zeros
+	srcHash  hash.Hash        // --verify with a stream SRC: hashed as read
+	skip     *unmappedSkipper // non-nil: deallocated ranges of a thin SRC not read
 	log      zerolog.Logger
 }
 
-// plan checks the range against both sides before anything is written and
-// returns its end; a stream SRC may end before it.
-func (cp *copier) plan() (end int64, err error) {
+// run copies the range and reports how it went: plan (the range, DST and
+// engine), execute, report, then --verify.
+func (cp *copier) run(ctx context.Context, stop <-chan struct{}) error {
+	e, end, err := cp.plan()
+	if err != nil {
+		return err
+	}
+	if cp.skip != nil {
+		defer func() {
+			cp.log.Debug().Int64("bytes", cp.skip.skipped.Load()).Msg("deallocated ranges not read (GET LBA STATUS)")
+		}()
+	}
+	res := cp.execute(ctx, stop, e, end)
+	if err := cp.report(ctx, stop, res); err != nil {
+		return err
+	}
+	if cp.opts.verify {
+		return cp.verify(ctx, stop, cp.opts.off, res.reached)
+	}
+	return nil
+}
+
+// checkRange checks the range against both sides before anything is
+// written and returns its end; a stream SRC may end before it.
+func (cp *copier) checkRange() (end int64, err error) {
 	o := cp.opts
 	if o.off < 0 {
 		return 0, fmt.Errorf("--offset %d is negative", o.off)
@@ -387,142 +457,175 @@ func (cp *copier) plan() (end int64, err error) {
 	return end, nil
 }
 
-func (cp *copier) run(ctx context.Context, stop <-chan struct{}) error {
-	end, err := cp.plan()
+// plan gets everything ready before the first byte moves: the range
+// (a DST the copy created is removed again when it does not fit), a regular
+// DST sized for it, the progress bar and the engine.
+func (cp *copier) plan() (*engine, int64, error) {
+	end, err := cp.checkRange()
 	if err != nil {
 		if cp.dst.created {
 			os.Remove(cp.dst.name)
 		}
-		return err
+		return nil, 0, err
 	}
 	o := cp.opts
 	if cp.dst.regular {
 		if err := cp.prepareFile(end); err != nil {
-			return err
+			return nil, 0, err
 		}
 	}
 	if o.verify && cp.src.stream {
 		cp.srcHash = sha256.New()
 	}
-	total := end - o.off
 	if o.progress {
-		max := total
+		max := end - o.off
 		if cp.src.stream {
 			max = -1
 		}
 		cp.bar = newBar(max, cp.stderr, "cp")
 	}
-
-	e := &engine{bs: o.bs, parallel: o.parallel}
-	var skip *unmappedSkipper
-	switch {
-	case cp.src.stream:
+	e := &engine{bs: o.bs, parallel: o.parallel, work: cp.writer(), inOrder: cp.inOrder}
+	if cp.src.stream {
 		e.stream = cp.src.file
-	case cp.src.lun != nil && cp.zeroSkip != nil && cp.src.lun.Provisioning.LBPRZ:
+	} else {
+		e.read = cp.reader()
+	}
+	return e, end, nil
+}
+
+// reader is how the engine reads a random-access SRC.
+func (cp *copier) reader() func(ctx context.Context, p []byte, off int64) error {
+	if cp.src.lun != nil && cp.zeroSkip != nil && cp.src.lun.Provisioning.LBPRZ {
 		// A sparse image of a thin LUN: deallocated ranges become holes
 		// without being read.
-		skip = newUnmappedSkipper(cp.src.lun, cp.src.readAt)
-		e.read = skip.readAt
-	default:
-		e.read = cp.src.readAt
+		cp.skip = newUnmappedSkipper(cp.src.lun, cp.src.readAt)
+		return cp.skip.readAt
 	}
-	if skip != nil {
-		defer func() {
-			cp.log.Debug().Int64("bytes", skip.skipped.Load()).Msg("deallocated ranges not read (GET LBA STATUS)")
-		}()
-	}
+	return cp.src.readAt
+}
+
+// writer is the engine's parallel write, or nil for a DST that inOrder
+// writes.
+func (cp *copier) writer() func(ctx context.Context, p []byte, off int64) error {
 	switch {
 	case cp.dst.lun != nil:
-		e.work = func(ctx context.Context, p []byte, off int64) error {
+		return func(ctx context.Context, p []byte, off int64) error {
 			if _, err := cp.dst.lun.WriteAtContext(ctx, p, off); err != nil {
 				return fmt.Errorf("write %s: %w", cp.dst.name, err)
 			}
 			return nil
 		}
 	case cp.dst.stream || cp.dst.regular:
-		// Written in order below. Parallel pwrites into one regular file
-		// gain nothing: they serialise on the inode lock, and the kernel
-		// spins on it (rwsem_spin_on_owner was 9 % of an imaging run's
-		// CPU on tmpfs), CPU the target on the same machine lacks.
+		// Written in order (inOrder). Parallel pwrites into one regular
+		// file gain nothing: they serialise on the inode lock, and the
+		// kernel spins on it (rwsem_spin_on_owner was 9 % of an imaging
+		// run's CPU on tmpfs), CPU the target on the same machine lacks.
+		return nil
 	default:
-		e.work = func(_ context.Context, p []byte, off int64) error {
+		return func(_ context.Context, p []byte, off int64) error {
 			if _, err := cp.dst.file.WriteAt(p, off); err != nil {
 				return fmt.Errorf("write %s: %w", cp.dst.name, err)
 			}
 			return nil
 		}
 	}
-	e.inOrder = func(p []byte, off int64) error {
-		switch {
-		case cp.dst.stream:
-			if _, err := cp.dst.file.Write(p); err != nil {
-				return fmt.Errorf("write %s: %w", cp.dst.name, err)
-			}
-		case cp.zeroSkip != nil:
-			if err := cp.zeroSkip.writeAt(p, off); err != nil {
-				return err
-			}
-		case cp.dst.regular:
-			if _, err := cp.dst.file.WriteAt(p, off); err != nil {
-				return fmt.Errorf("write %s: %w", cp.dst.name, err)
-			}
-		}
-		if cp.srcHash != nil {
-			cp.srcHash.Write(p)
-		}
-		if cp.bar != nil {
-			cp.bar.Add64(int64(len(p)))
-		}
-		return nil
-	}
+}
 
-	start := time.Now()
-	reached, copyErr := e.run(ctx, stop, o.off, end)
-	// Make what was written durable, also after an interruption, so that
-	// the reported prefix can be trusted.
-	syncErr := cp.sync(context.WithoutCancel(ctx))
-	if copyErr == nil && cp.src.stream && cp.dst.lun != nil && reached == end && o.length < 0 {
-		// A stream that fills the LUN must end there.
-		var one [1]byte
-		if n, _ := io.ReadFull(cp.src.file, one[:]); n > 0 {
-			if cp.bar != nil {
-				cp.bar.Exit()
-				fmt.Fprintln(cp.stderr)
-			}
-			return fmt.Errorf("cp: %s holds more than the %d bytes that fit into %s from byte %d; those were copied, the rest was not", cp.src.name, end-o.off, cp.dst.name, o.off)
+// inOrder sees every chunk in order: it writes a stream or regular DST,
+// hashes a stream SRC for --verify and moves the progress bar.
+func (cp *copier) inOrder(p []byte, off int64) error {
+	switch {
+	case cp.dst.stream:
+		if _, err := cp.dst.file.Write(p); err != nil {
+			return fmt.Errorf("write %s: %w", cp.dst.name, err)
 		}
+	case cp.zeroSkip != nil:
+		if err := cp.zeroSkip.writeAt(p, off); err != nil {
+			return err
+		}
+	case cp.dst.regular:
+		if _, err := cp.dst.file.WriteAt(p, off); err != nil {
+			return fmt.Errorf("write %s: %w", cp.dst.name, err)
+		}
+	}
+	if cp.srcHash != nil {
+		cp.srcHash.Write(p)
 	}
 	if cp.bar != nil {
-		if copyErr == nil && !stopped(stop) {
-			cp.bar.Finish()
-		} else {
-			cp.bar.Exit()
-			fmt.Fprintln(cp.stderr)
-		}
+		cp.bar.Add64(int64(len(p)))
 	}
-	copied := reached - o.off
-	resume := fmt.Sprintf("copied %d of %d bytes; resume with --offset %d", copied, total, reached)
+	return nil
+}
+
+// cpResult is how far a copy got and how it ended.
+type cpResult struct {
+	start    time.Time
+	end      int64 // of the range
+	reached  int64 // the end of the prefix copied
+	eof      bool  // a stream SRC ended before end
+	overflow bool  // a stream SRC holds more than fits into the LUN
+	copyErr  error
+	syncErr  error
+}
+
+// execute copies the range and makes what was written durable, also after
+// an interruption, so that the reported prefix can be trusted.
+func (cp *copier) execute(ctx context.Context, stop <-chan struct{}, e *engine, end int64) cpResult {
+	res := cpResult{start: time.Now(), end: end}
+	res.reached, res.copyErr = e.run(ctx, stop, cp.opts.off, end)
+	res.eof = e.eof
+	res.syncErr = cp.sync(context.WithoutCancel(ctx))
+	if res.copyErr == nil && cp.src.stream && cp.dst.lun != nil && res.reached == end && cp.opts.length < 0 {
+		// A stream that fills the LUN must end there.
+		var one [1]byte
+		n, _ := io.ReadFull(cp.src.file, one[:])
+		res.overflow = n > 0
+	}
+	return res
+}
+
+// report ends the progress bar and turns the result into the exit error,
+// with the --offset to resume from, or the summary line.
+func (cp *copier) report(ctx context.Context, stop <-chan struct{}, res cpResult) error {
+	o := cp.opts
+	if res.overflow {
+		cp.endBar(false)
+		return fmt.Errorf("cp: %s holds more than the %d bytes that fit into %s from byte %d; those were copied, the rest was not", cp.src.name, res.end-o.off, cp.dst.name, o.off)
+	}
+	cp.endBar(res.copyErr == nil && !stopped(stop))
+	copied := res.reached - o.off
+	resume := fmt.Sprintf("copied %d of %d bytes; resume with --offset %d", copied, res.end-o.off, res.reached)
 	if cp.src.stream {
-		resume = fmt.Sprintf("copied %d bytes; resume with --offset %d", copied, reached)
+		resume = fmt.Sprintf("copied %d bytes; resume with --offset %d", copied, res.reached)
 	}
 	switch {
-	case copyErr != nil && ctx.Err() != nil:
+	case res.copyErr != nil && ctx.Err() != nil:
 		return cli.Exit("cp: aborted: "+resume, 130)
-	case copyErr != nil:
-		return fmt.Errorf("cp: %w (%s)", copyErr, resume)
-	case syncErr != nil:
-		return fmt.Errorf("cp: %w", syncErr)
-	case stopped(stop) && (reached < end && !(cp.src.stream && e.eof)):
+	case res.copyErr != nil:
+		return fmt.Errorf("cp: %w (%s)", res.copyErr, resume)
+	case res.syncErr != nil:
+		return fmt.Errorf("cp: %w", res.syncErr)
+	case stopped(stop) && (res.reached < res.end && !(cp.src.stream && res.eof)):
 		return cli.Exit("cp: interrupted: "+resume, 130)
 	}
 	if cp.bar != nil {
-		el := time.Since(start)
+		el := time.Since(res.start)
 		fmt.Fprintf(cp.stderr, "copied %d bytes in %.1f s (%.1f MB/s)\n", copied, el.Seconds(), float64(copied)/el.Seconds()/1e6)
 	}
-	if o.verify {
-		return cp.verify(ctx, stop, o.off, reached)
-	}
 	return nil
+}
+
+// endBar finishes the progress bar at 100 %, or leaves it where the copy
+// stopped and moves below it.
+func (cp *copier) endBar(finished bool) {
+	switch {
+	case cp.bar == nil:
+	case finished:
+		cp.bar.Finish()
+	default:
+		cp.bar.Exit()
+		fmt.Fprintln(cp.stderr)
+	}
 }
 
 func stopped(stop <-chan struct{}) bool {

@@ -57,67 +57,81 @@ func (e *engine) run(ctx context.Context, stop <-chan struct{}, off, end int64) 
 
 	var wg sync.WaitGroup
 	for range e.parallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ch := range work {
-				if ch.err == nil {
-					ch.err = ctx.Err()
-				}
-				if ch.err == nil && e.read != nil {
-					ch.err = e.read(ctx, ch.buf, ch.off)
-				}
-				if ch.err == nil && e.work != nil {
-					ch.err = e.work(ctx, ch.buf, ch.off)
-				}
-				close(ch.done)
-			}
-		}()
+		wg.Go(func() { e.worker(ctx, work) })
 	}
+	go e.issue(ctx, stop, off, end, pool, work, order)
+	reached, err := e.handOver(order, pool, off, cancel)
+	wg.Wait()
+	return reached, err
+}
 
-	go func() {
-		defer close(order)
-		defer close(work)
-		for pos := off; pos < end; {
-			var buf []byte
-			select {
-			case <-stop:
-				return
-			case <-ctx.Done():
-				return
-			case buf = <-pool:
-			}
-			if stopped(stop) {
-				return
-			}
-			next := min(end, (pos/e.bs+1)*e.bs)
-			if int64(cap(buf)) < e.bs {
-				buf = make([]byte, e.bs)
-			}
-			ch := &chunk{off: pos, buf: buf[:next-pos], done: make(chan struct{})}
-			if e.stream != nil {
-				n, err := io.ReadFull(e.stream, ch.buf)
-				switch {
-				case errors.Is(err, io.EOF):
-					e.eof = true
-					return
-				case errors.Is(err, io.ErrUnexpectedEOF):
-					e.eof = true
-					ch.buf = ch.buf[:n]
-				case err != nil:
-					ch.err = fmt.Errorf("read: %w", err)
-				}
-			}
-			last := ch.err != nil || e.eof // ch belongs to the workers once sent
-			work <- ch
-			order <- ch // never blocks: order holds as many as there are buffers
-			if last {
-				return
-			}
-			pos = next
+// worker reads and works the chunks it is given.
+func (e *engine) worker(ctx context.Context, work <-chan *chunk) {
+	for ch := range work {
+		if ch.err == nil {
+			ch.err = ctx.Err()
 		}
-	}()
+		if ch.err == nil && e.read != nil {
+			ch.err = e.read(ctx, ch.buf, ch.off)
+		}
+		if ch.err == nil && e.work != nil {
+			ch.err = e.work(ctx, ch.buf, ch.off)
+		}
+		close(ch.done)
+	}
+}
 
+// issue cuts [off, end) into chunks, each as a buffer comes free, and sends
+// each to the workers and to handOver, in order. A stream is read here,
+// where the order is kept. It stops at stop, ctx, a failed read or the
+// stream's end.
+func (e *engine) issue(ctx context.Context, stop <-chan struct{}, off, end int64, pool <-chan []byte, work, order chan<- *chunk) {
+	defer close(order)
+	defer close(work)
+	for pos := off; pos < end; {
+		var buf []byte
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		case buf = <-pool:
+		}
+		if stopped(stop) {
+			return
+		}
+		next := min(end, (pos/e.bs+1)*e.bs)
+		if int64(cap(buf)) < e.bs {
+			buf = make([]byte, e.bs)
+		}
+		ch := &chunk{off: pos, buf: buf[:next-pos], done: make(chan struct{})}
+		if e.stream != nil {
+			n, err := io.ReadFull(e.stream, ch.buf)
+			switch {
+			case errors.Is(err, io.EOF):
+				e.eof = true
+				return
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				e.eof = true
+				ch.buf = ch.buf[:n]
+			case err != nil:
+				ch.err = fmt.Errorf("read: %w", err)
+			}
+		}
+		last := ch.err != nil || e.eof // ch belongs to the workers once sent
+		work <- ch
+		order <- ch // never blocks: order holds as many as there are buffers
+		if last {
+			return
+		}
+		pos = next
+	}
+}
+
+// handOver waits for the chunks in order and hands each to inOrder until
+// the first error, which cancels the rest (they only return their
+// buffers). It returns the end of the prefix done and that error.
+func (e *engine) handOver(order <-chan *chunk, pool chan<- []byte, off int64, cancel context.CancelFunc) (int64, error) {
 	reached := off
 	var first error
 	for ch := range order {
@@ -135,7 +149,6 @@ func (e *engine) run(ctx context.Context, stop <-chan struct{}, off, end int64) 
 		}
 		pool <- ch.buf[:cap(ch.buf)]
 	}
-	wg.Wait()
 	return reached, first
 }
 

@@ -3,69 +3,71 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/iscsifs/iscsifs/cache"
 	"github.com/iscsifs/iscsifs/initiator"
 )
 
 // metricsCollector exposes a mount's counters (the same as stats.json) as
-// Prometheus metrics, read at scrape time.
+// Prometheus metrics, read at scrape time. The counters and gauges of
+// initiator.Stats and cache.Stats come from their metric tags
+// (sessionMetrics, cacheMetrics); the rest is declared here.
 type metricsCollector struct {
 	m *mounted
 
-	commands, errors, readBytes, writeBytes *prometheus.Desc
-	inFlight, reconnects, up, latency       *prometheus.Desc
-	cacheHits, cacheMisses, devReadBytes    *prometheus.Desc
-	devWriteBytes, readAhead, raWindow      *prometheus.Desc
-	dirty, cached, evictions, wbErrors      *prometheus.Desc
-	size, uncached                          *prometheus.Desc
-	pathActive, pathLogins, pathFailures    *prometheus.Desc
+	up, latency, size                    *prometheus.Desc
+	pathActive, pathLogins, pathFailures *prometheus.Desc
+}
+
+// The label names of a session's metrics, a path's and a LUN file's.
+var (
+	targetLabels = []string{"target"}
+	pathLabels   = []string{"target", "portal"}
+	fileLabels   = []string{"file", "target", "lun"}
+)
+
+// sessionMetrics and cacheMetrics are read once from the Stats structs'
+// tags, so that a tagged field added there is on /metrics with no edit here.
+var (
+	sessionMetrics = statsMetrics[initiator.Stats](targetLabels)
+	cacheMetrics   = statsMetrics[cache.Stats](fileLabels)
+)
+
+func metricDesc(name, help string, labels []string) *prometheus.Desc {
+	return prometheus.NewDesc("iscsifs_"+name, help, labels, nil)
 }
 
 func newMetricsCollector(m *mounted) *metricsCollector {
-	target := []string{"target"}
-	path := []string{"target", "portal"}
-	file := []string{"file", "target", "lun"}
-	d := func(name, help string, labels []string) *prometheus.Desc {
-		return prometheus.NewDesc("iscsifs_"+name, help, labels, nil)
-	}
 	return &metricsCollector{
-		m:             m,
-		commands:      d("commands_total", "SCSI commands completed or failed.", target),
-		errors:        d("command_errors_total", "SCSI commands that failed in transport.", target),
-		readBytes:     d("read_bytes_total", "Bytes read from the target.", target),
-		writeBytes:    d("write_bytes_total", "Bytes written to the target.", target),
-		inFlight:      d("commands_in_flight", "SCSI commands outstanding now.", target),
-		reconnects:    d("reconnects_total", "Times the session was re-established.", target),
-		up:            d("session_up", "1 when the session is logged in, 0 while recovering or unavailable.", target),
-		latency:       d("command_latency_seconds", "SCSI command latency (power-of-two buckets).", target),
-		cacheHits:     d("cache_hits_total", "Reads served from the cache.", file),
-		cacheMisses:   d("cache_misses_total", "Reads that needed the target.", file),
-		uncached:      d("cache_uncached_reads_total", "Random reads served straight from the target, around the cache.", file),
-		devReadBytes:  d("cache_device_read_bytes_total", "Bytes the cache read from the LUN.", file),
-		devWriteBytes: d("cache_device_write_bytes_total", "Bytes the cache wrote to the LUN.", file),
-		readAhead:     d("cache_readahead_bytes_total", "Bytes fetched by read-ahead.", file),
-		raWindow:      d("cache_readahead_window_bytes", "Current largest read-ahead window.", file),
-		dirty:         d("cache_dirty_bytes", "Bytes written but not yet on the target.", file),
-		cached:        d("cache_cached_bytes", "Bytes held in the cache.", file),
-		evictions:     d("cache_evictions_total", "Cache blocks evicted.", file),
-		wbErrors:      d("cache_writeback_errors_total", "Failed write-backs.", file),
-		size:          d("lun_size_bytes", "Capacity of the LUN.", file),
-		pathActive:    d("path_active", "1 for the path the session's connection uses, else 0.", path),
-		pathLogins:    d("path_logins_total", "Logins through the path that succeeded.", path),
-		pathFailures:  d("path_login_failures_total", "Logins through the path that failed (or led to another LU).", path),
+		m:            m,
+		up:           metricDesc("session_up", "1 when the session is logged in, 0 while recovering or unavailable.", targetLabels),
+		latency:      metricDesc("command_latency_seconds", "SCSI command latency (power-of-two buckets).", targetLabels),
+		size:         metricDesc("lun_size_bytes", "Capacity of the LUN.", fileLabels),
+		pathActive:   metricDesc("path_active", "1 for the path the session's connection uses, else 0.", pathLabels),
+		pathLogins:   metricDesc("path_logins_total", "Logins through the path that succeeded.", pathLabels),
+		pathFailures: metricDesc("path_login_failures_total", "Logins through the path that failed (or led to another LU).", pathLabels),
 	}
 }
 
+// Describe lists every metric up front (rather than by collecting), so that
+// the registry knows them whatever the mount holds when it is registered.
 func (mc *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(mc, ch)
+	sessionMetrics.describe(ch)
+	cacheMetrics.describe(ch)
+	for _, d := range []*prometheus.Desc{mc.up, mc.latency, mc.size, mc.pathActive, mc.pathLogins, mc.pathFailures} {
+		ch <- d
+	}
 }
 
 func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -79,19 +81,14 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range sessions {
 		st := s.Stats()
 		t := s.Target()
-		counter(mc.commands, float64(st.Commands), t)
-		counter(mc.errors, float64(st.Errors), t)
-		counter(mc.readBytes, float64(st.ReadBytes), t)
-		counter(mc.writeBytes, float64(st.WriteBytes), t)
-		gauge(mc.inFlight, float64(st.InFlight), t)
-		counter(mc.reconnects, float64(st.Reconnects), t)
+		sessionMetrics.collect(ch, st, t)
 		up := 0.0
 		if st.State == initiator.StateLoggedIn {
 			up = 1
 		}
 		gauge(mc.up, up, t)
 		ch <- latencyHistogram(mc.latency, st, t)
-		for _, p := range s.Paths() {
+		for _, p := range mc.m.pathsOf(s) {
 			active := 0.0
 			if p.State == initiator.PathActive {
 				active = 1
@@ -102,20 +99,93 @@ func (mc *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, f := range files {
-		st := f.Stats()
 		labels := []string{f.path, f.lun.Session().Target(), strconv.FormatUint(f.lun.Number(), 10)}
-		counter(mc.cacheHits, float64(st.Hits), labels...)
-		counter(mc.cacheMisses, float64(st.Misses), labels...)
-		counter(mc.uncached, float64(st.UncachedReads), labels...)
-		counter(mc.devReadBytes, float64(st.DeviceReadBytes), labels...)
-		counter(mc.devWriteBytes, float64(st.DeviceWriteBytes), labels...)
-		counter(mc.readAhead, float64(st.ReadAheadBytes), labels...)
-		gauge(mc.raWindow, float64(st.ReadAheadWindow), labels...)
-		gauge(mc.dirty, float64(st.DirtyBytes), labels...)
-		gauge(mc.cached, float64(st.CachedBytes), labels...)
-		counter(mc.evictions, float64(st.Evictions), labels...)
-		counter(mc.wbErrors, float64(st.WritebackErrors), labels...)
+		cacheMetrics.collect(ch, f.Stats(), labels...)
 		gauge(mc.size, float64(f.Size()), labels...)
+	}
+}
+
+// statsMetric is a Prometheus metric read from one field of a Stats struct.
+type statsMetric struct {
+	field int // index of the field in the struct
+	desc  *prometheus.Desc
+	typ   prometheus.ValueType
+}
+
+// statsMetricSet is the metrics of the Stats struct T, typed so that only a T
+// can be collected with them.
+type statsMetricSet[T any] []statsMetric
+
+// statsMetrics reads the metric tags of the Stats struct T: a field tagged
+// metric:"name,type,help" (type counter or gauge) becomes iscsifs_<name> with
+// the given labels; untagged fields and metric:"-" are left out. A malformed
+// tag panics, at start-up (the package variables above), so no test misses it.
+func statsMetrics[T any](labels []string) statsMetricSet[T] {
+	t := reflect.TypeFor[T]()
+	var out statsMetricSet[T]
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, ok := f.Tag.Lookup("metric")
+		if !ok || tag == "-" {
+			continue
+		}
+		name, rest, _ := strings.Cut(tag, ",")
+		typ, help, _ := strings.Cut(rest, ",")
+		var vt prometheus.ValueType
+		switch typ {
+		case "counter":
+			vt = prometheus.CounterValue
+		case "gauge":
+			vt = prometheus.GaugeValue
+		default:
+			panic(fmt.Sprintf("%s.%s: metric tag %q: want name,counter|gauge,help", t, f.Name, tag))
+		}
+		if name == "" || help == "" || !isNumber(f.Type) {
+			panic(fmt.Sprintf("%s.%s: metric tag %q on a %s: want name,type,help on a number", t, f.Name, tag, f.Type))
+		}
+		out = append(out, statsMetric{field: i, desc: metricDesc(name, help, labels), typ: vt})
+	}
+	return out
+}
+
+// durationType fields are reported in seconds, Prometheus' base unit.
+var durationType = reflect.TypeFor[time.Duration]()
+
+// isNumber reports whether a field of type t can be a metric's value.
+func isNumber(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
+}
+
+func (ms statsMetricSet[T]) describe(ch chan<- *prometheus.Desc) {
+	for _, sm := range ms {
+		ch <- sm.desc
+	}
+}
+
+// collect sends the metrics of st.
+func (ms statsMetricSet[T]) collect(ch chan<- prometheus.Metric, st T, labels ...string) {
+	v := reflect.ValueOf(st)
+	for _, sm := range ms {
+		ch <- prometheus.MustNewConstMetric(sm.desc, sm.typ, metricValue(v.Field(sm.field)), labels...)
+	}
+}
+
+func metricValue(v reflect.Value) float64 {
+	switch {
+	case v.Type() == durationType:
+		return time.Duration(v.Int()).Seconds()
+	case v.CanInt():
+		return float64(v.Int())
+	case v.CanUint():
+		return float64(v.Uint())
+	default:
+		return v.Float()
 	}
 }
 

@@ -48,24 +48,7 @@ type fileStats struct {
 	Target               string  `json:"target"`
 	LUN                  uint64  `json:"lun"`
 	Rates                rates   `json:"rates"` // over the last second (rateInterval)
-	Reads                int64   `json:"reads"`
-	ReadBytes            int64   `json:"read_bytes"`
-	Writes               int64   `json:"writes"`
-	WriteBytes           int64   `json:"write_bytes"`
-	Hits                 int64   `json:"hits"`
-	Misses               int64   `json:"misses"`
-	UncachedReads        int64   `json:"uncached_reads"` // random misses read around the cache
-	DeviceReads          int64   `json:"device_reads"`
-	DeviceReadBytes      int64   `json:"device_read_bytes"`
-	DeviceWrites         int64   `json:"device_writes"`
-	DeviceWriteBytes     int64   `json:"device_write_bytes"`
-	ReadAheadBytes       int64   `json:"read_ahead_bytes"`
-	ReadAheadWindow      int64   `json:"read_ahead_window"`
-	DirtyBytes           int64   `json:"dirty_bytes"`
-	CachedBytes          int64   `json:"cached_bytes"`
-	BufferBytes          int64   `json:"buffer_bytes"`
-	Evictions            int64   `json:"evictions"`
-	WritebackErrors      int64   `json:"writeback_errors"`
+	cache.Stats                  // the cache's counters, under their own json names
 	SessionLatencyP50    int64   `json:"session_latency_p50_ns"` // of the session's commands
 	SessionLatencyP99    int64   `json:"session_latency_p99_ns"`
 	SessionLatencyP999   int64   `json:"session_latency_p999_ns"`
@@ -92,24 +75,7 @@ func (m *mounted) stats() mountStats {
 			Target:               s.Target(),
 			LUN:                  f.lun.Number(),
 			Rates:                m.rates.get(f.path),
-			Reads:                st.Reads,
-			ReadBytes:            st.ReadBytes,
-			Writes:               st.Writes,
-			WriteBytes:           st.WriteBytes,
-			Hits:                 st.Hits,
-			Misses:               st.Misses,
-			UncachedReads:        st.UncachedReads,
-			DeviceReads:          st.DeviceReads,
-			DeviceReadBytes:      st.DeviceReadBytes,
-			DeviceWrites:         st.DeviceWrites,
-			DeviceWriteBytes:     st.DeviceWriteBytes,
-			ReadAheadBytes:       st.ReadAheadBytes,
-			ReadAheadWindow:      st.ReadAheadWindow,
-			DirtyBytes:           st.DirtyBytes,
-			CachedBytes:          st.CachedBytes,
-			BufferBytes:          st.BufferBytes,
-			Evictions:            st.Evictions,
-			WritebackErrors:      st.WritebackErrors,
+			Stats:                st,
 			SessionInFlight:      s.InFlight(),
 			SessionPeakInFlight:  s.PeakInFlight(),
 			SessionQueueDepth:    s.QueueDepth(),
