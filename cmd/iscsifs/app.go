@@ -291,6 +291,39 @@ func targetsOf(ctx context.Context, u *initiator.URL, cfg initiator.Config) ([]s
 	return names, nil
 }
 
+// targetLUN is a LUN the URL names on a logged-in session: opened, or with
+// the error opening it gave (ErrNotBlockDevice for a controller or a tape).
+type targetLUN struct {
+	n   uint64
+	lun *initiator.LUN
+	err error
+}
+
+// loginAndOpen logs in to target through the URL's portal and opens the LUN
+// the URL names, or every LUN the target reports when it names none: how ls,
+// cp, bench and mount reach their LUNs. When the login or the listing fails
+// nothing stays open; a LUN that cannot be opened comes back with its error,
+// for the caller to list, skip or fail on.
+func loginAndOpen(ctx context.Context, u *initiator.URL, target string, cfg initiator.Config) (*initiator.Session, []targetLUN, error) {
+	s, err := initiator.Login(ctx, u.Portal(), target, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	numbers := []uint64{uint64(u.LUN)}
+	if u.LUN < 0 || u.Target == "" {
+		if numbers, err = s.ReportLUNs(ctx); err != nil {
+			s.Close(context.WithoutCancel(ctx))
+			return nil, nil, err
+		}
+	}
+	luns := make([]targetLUN, len(numbers))
+	for i, n := range numbers {
+		luns[i].n = n
+		luns[i].lun, luns[i].err = s.OpenLUN(ctx, n)
+	}
+	return s, luns, nil
+}
+
 // parseURLArg parses the command's single URL argument.
 func parseURLArg(c *cli.Context, what string) (*initiator.URL, error) {
 	if c.NArg() != 1 {

@@ -283,27 +283,17 @@ func queueDepthFor(parallel int, bs int64) int {
 	return max(64, parallel*int((bs+256<<10-1)/(256<<10)))
 }
 
-// urlLUNs is the LUN the URL names, or every LUN the target reports for a
-// URL that names none (or only a portal): what ls lists and mount serves.
-func urlLUNs(ctx context.Context, s *initiator.Session, u *initiator.URL) ([]uint64, error) {
-	if u.LUN >= 0 && u.Target != "" {
-		return []uint64{uint64(u.LUN)}, nil
-	}
-	return s.ReportLUNs(ctx)
-}
-
 // openOneLUN logs in to the URL's target and opens its LUN.
 func openOneLUN(ctx context.Context, u *initiator.URL, cfg initiator.Config) (*initiator.LUN, *initiator.Session, error) {
-	s, err := initiator.Login(ctx, u.Portal(), u.Target, cfg)
+	s, luns, err := loginAndOpen(ctx, u, u.Target, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	l, err := s.OpenLUN(ctx, uint64(u.LUN))
-	if err != nil {
+	if luns[0].err != nil {
 		s.Close(context.WithoutCancel(ctx))
-		return nil, nil, err
+		return nil, nil, luns[0].err
 	}
-	return l, s, nil
+	return luns[0].lun, s, nil
 }
 
 func openSrc(path string) (*cpSide, error) {

@@ -104,19 +104,15 @@ func field(s string) string {
 }
 
 func listTarget(ctx context.Context, u *initiator.URL, target string, cfg initiator.Config, log zerolog.Logger) ([]lunInfo, error) {
-	s, err := initiator.Login(ctx, u.Portal(), target, cfg)
+	s, luns, err := loginAndOpen(ctx, u, target, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close(context.WithoutCancel(ctx))
-	luns, err := urlLUNs(ctx, s, u)
-	if err != nil {
-		return nil, err
-	}
 	var out []lunInfo
-	for _, n := range luns {
+	for _, tl := range luns {
+		n, l, err := tl.n, tl.lun, tl.err
 		li := lunInfo{Target: target, LUN: n}
-		l, err := s.OpenLUN(ctx, n)
 		switch {
 		case err == nil:
 			li.Type = "disk"

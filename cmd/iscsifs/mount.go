@@ -168,13 +168,13 @@ type mounted struct {
 	url       *initiator.URL
 	cfg       initiator.Config
 	multipath *multipathSpec // --multipath, else nil
-	copts    cache.Options // for stats.json
-	readOnly bool          // --read-only
-	memLimit int64         // --memory-limit: -1 automatic, 0 none
-	log      zerolog.Logger
-	srv      atomic.Pointer[fusefs.Server] // set once mounted, for size changes
-	devs     *devices                      // with --attach, else nil
-	rates    rateTracker                   // for the rates in stats.json
+	copts     cache.Options  // for stats.json
+	readOnly  bool           // --read-only
+	memLimit  int64          // --memory-limit: -1 automatic, 0 none
+	log       zerolog.Logger
+	srv       atomic.Pointer[fusefs.Server] // set once mounted, for size changes
+	devs      *devices                      // with --attach, else nil
+	rates     rateTracker                   // for the rates in stats.json
 
 	mu       sync.Mutex
 	sessions []*initiator.Session
@@ -478,14 +478,11 @@ func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.
 		}
 		return nil, err
 	}
-	luns := []uint64{uint64(m.url.LUN)}
+	luns := []targetLUN{{n: uint64(m.url.LUN)}}
 	if m.multipath == nil || m.url.LUN < 0 {
 		var err error
-		if s, err = initiator.Login(ctx, m.url.Portal(), target, m.cfg); err != nil {
+		if s, luns, err = loginAndOpen(ctx, m.url, target, m.cfg); err != nil {
 			return nil, err
-		}
-		if luns, err = urlLUNs(ctx, s, m.url); err != nil {
-			return fail(err)
 		}
 		if m.multipath != nil {
 			// It only listed the LUNs: each gets a session per path.
@@ -495,16 +492,17 @@ func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.
 	}
 	var entries []fusefs.Entry
 	var sessions []*initiator.Session
-	for _, n := range luns {
+	for _, tl := range luns {
+		n := tl.n
 		f := &lunFile{readOnly: m.readOnly, m: m}
-		var err error
+		err := tl.err
 		if m.multipath != nil {
 			if f.mp, err = initiator.OpenMultipath(ctx, target, m.multipath.portals, n, m.cfg, m.multipath.selector); err == nil {
 				f.io, f.lun = f.mp, f.mp.Primary()
 				sessions = append(sessions, f.lun.Session())
 			}
-		} else if f.lun, err = s.OpenLUN(ctx, n); err == nil {
-			f.io = f.lun
+		} else if err == nil {
+			f.lun, f.io = tl.lun, tl.lun
 		}
 		if errors.Is(err, initiator.ErrNotBlockDevice) && (m.url.LUN < 0 || m.url.Target == "") {
 			continue // e.g. tgt's controller at LUN 0
