@@ -28,6 +28,8 @@ type Response struct {
 	Residual    uint32
 	Underflow   bool
 	Overflow    bool
+
+	portal string // of the connection that carried it: ALUA sense belongs to that path
 }
 
 // abortTimeout bounds ABORT TASK; past it the connection is dropped.
@@ -170,6 +172,7 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 		Residual:    res.residual,
 		Underflow:   res.under,
 		Overflow:    res.over,
+		portal:      c.portal,
 	}, nil
 }
 

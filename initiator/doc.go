@@ -84,7 +84,10 @@
 // (VPD 0x83, else 0x80); Session.Paths reports them. OpenMultipath uses all
 // paths at once (active-active): a session per portal, commands spread by a
 // PathSelector and sent again down another path when theirs fails; a
-// MultipathLUN is an io.ReaderAt and io.WriterAt like a LUN.
+// MultipathLUN is an io.ReaderAt and io.WriterAt like a LUN. With a target
+// that reports ALUA (INQUIRY TPGS), each path's asymmetric access state
+// (PathStatus.ALUA) decides which paths are used: active/optimized first,
+// standby only when no active path is left (see ALUAState).
 //
 // # Logging
 //

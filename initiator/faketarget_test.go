@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
+	"github.com/iscsifs/iscsifs/initiator/scsi"
 )
 
 // fakeTarget is an in-process iSCSI target for unit tests of the session
@@ -53,6 +55,10 @@ type fakeTarget struct {
 	dropLogout  atomic.Bool                                // swallow Logout Requests: no response, the connection stays
 	live        []*fakeConn                                // connections in Full Feature Phase, guarded by mu
 	chals       [][]byte                                   // CHAP challenges the initiator sent, guarded by mu
+	// alua makes the LU one with asymmetric access (enableALUA); nil: TPGS
+	// 0, every portal alike, as tgt and istgt.
+	alua       atomic.Pointer[fakeALUA]
+	ioByPortal map[string]int // READ and WRITE commands per portal (listener address), guarded by mu
 
 	mu       sync.Mutex
 	disk     []byte
@@ -180,6 +186,8 @@ type fakeConn struct {
 	chapDone      bool   // the initiator's CHAP_R was right
 	hdigest       bool   // negotiated digests, set after login
 	ddigest       bool
+
+	aluaUA atomic.Bool // UNIT ATTENTION 2A/06 pending (setALUAStates)
 }
 
 func (c *fakeConn) send(m pdu.Message) error {
@@ -770,7 +778,17 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		ft.cdbOps = map[byte]int{}
 	}
 	ft.cdbOps[cdb[0]]++
+	switch cdb[0] {
+	case 0x28, 0x88, 0x2a, 0x8a:
+		if ft.ioByPortal == nil {
+			ft.ioByPortal = map[string]int{}
+		}
+		ft.ioByPortal[c.portal()]++
+	}
 	ft.mu.Unlock()
+	if a := ft.alua.Load(); a != nil && c.aluaSCSI(a, m) {
+		return
+	}
 	var lba uint64
 	var blocks uint32
 	var data []byte
@@ -795,6 +813,9 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		}
 		data = make([]byte, 36)
 		data[4] = 31
+		if a := ft.alua.Load(); a != nil {
+			data[5] = a.tpgs << 4
+		}
 		copy(data[8:], "FAKE    FAKEDISK        0001")
 	case 0x5a: // MODE SENSE(10): header and the caching page
 		switch ft.modeWCE.Load() {
@@ -880,6 +901,13 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 	default:
 		status, sense = 2, fixedSense(0x05, 0x20, 0x00) // INVALID COMMAND OPERATION CODE
 	}
+	c.answer(m, data, status, sense)
+}
+
+// answer ends a command: data as Data-In PDUs (cut to the expected
+// length), the status with them or in a SCSI Response with sense data.
+func (c *fakeConn) answer(m *pdu.SCSICommand, data []byte, status uint8, sense []byte) {
+	ft := c.ft
 	exp, max := c.window()
 	if len(data) > int(m.ExpectedDataTransferLength) {
 		data = data[:m.ExpectedDataTransferLength]
@@ -914,4 +942,156 @@ func (c *fakeConn) peekStat() uint32 {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.statSN
+}
+
+// fakeALUA makes the fake's LU one with asymmetric access (alua_test.go):
+// INQUIRY reports tpgs, each portal (listener address) is a target port
+// with a relative port identifier in a target port group, named in VPD
+// 0x83 (designators 4 and 5), and REPORT TARGET PORT GROUPS gives each
+// group's state, which setALUAState changes. With refuse, a port whose
+// group is not active refuses what SPC-4 (and LIO) say it does not serve:
+// NOT READY 04/0B when standby, 04/0C when unavailable or offline, 04/0A
+// when transitioning; otherwise every port serves I/O whatever its state.
+type fakeALUA struct {
+	tpgs   uint8
+	refuse bool
+	ports  map[string]fakePort // set before the initiator connects
+
+	mu     sync.Mutex
+	states map[uint16]uint8 // group → asymmetric access state
+}
+
+// fakePort is one target port of a fakeALUA.
+type fakePort struct{ rel, group uint16 }
+
+// enableALUA gives the fake ALUA with TPGS tpgs, its ports (portal →
+// port) and the groups' states.
+func (ft *fakeTarget) enableALUA(tpgs uint8, refuse bool, ports map[string]fakePort, states map[uint16]uint8) {
+	ft.alua.Store(&fakeALUA{tpgs: tpgs, refuse: refuse, ports: ports, states: states})
+}
+
+// setALUAStates changes the states of the groups given, all at once, and,
+// as a target does on every I_T nexus of the LU, queues UNIT ATTENTION
+// 2A/06 (asymmetric access state changed) on every connection.
+func (ft *fakeTarget) setALUAStates(states map[uint16]uint8) {
+	a := ft.alua.Load()
+	a.mu.Lock()
+	for g, st := range states {
+		a.states[g] = st
+	}
+	a.mu.Unlock()
+	ft.mu.Lock()
+	for _, c := range ft.live {
+		c.aluaUA.Store(true)
+	}
+	ft.mu.Unlock()
+}
+
+// ioAt is how many READ and WRITE commands came through portal.
+func (ft *fakeTarget) ioAt(portal string) int {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return ft.ioByPortal[portal]
+}
+
+// dropPortal closes the connections that came in through portal (a
+// network failure on that path only).
+func (ft *fakeTarget) dropPortal(portal string) {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	kept := ft.conns[:0]
+	for _, nc := range ft.conns {
+		if nc.LocalAddr().String() == portal {
+			nc.Close()
+		} else {
+			kept = append(kept, nc)
+		}
+	}
+	ft.conns = kept
+}
+
+// portal is the listener address the connection came in through.
+func (c *fakeConn) portal() string { return c.nc.LocalAddr().String() }
+
+// aluaSCSI answers what ALUA changes: a pending UNIT ATTENTION 2A/06, VPD
+// 0x83, REPORT TARGET PORT GROUPS and the commands a port refuses in its
+// state. It returns false for a command to execute as usual.
+func (c *fakeConn) aluaSCSI(a *fakeALUA, m *pdu.SCSICommand) bool {
+	cdb := m.CDB
+	op := cdb[0]
+	// INQUIRY, REPORT LUNS and REQUEST SENSE neither report nor clear a
+	// unit attention (SAM-5).
+	if op != 0x12 && op != 0xa0 && op != 0x03 && c.aluaUA.CompareAndSwap(true, false) {
+		c.respond(m, 2, fixedSense(0x06, 0x2a, 0x06))
+		return true
+	}
+	port, known := a.ports[c.portal()]
+	a.mu.Lock()
+	state := a.states[port.group]
+	var rtpg []byte
+	if op == 0xa3 && cdb[1]&0x1f == 0x0a {
+		groups := make([]uint16, 0, len(a.states))
+		for g := range a.states {
+			groups = append(groups, g)
+		}
+		slices.Sort(groups)
+		rtpg = make([]byte, 4)
+		for _, g := range groups {
+			var members []uint16
+			for _, p := range a.ports {
+				if p.group == g {
+					members = append(members, p.rel)
+				}
+			}
+			slices.Sort(members)
+			// Supported: T_SUP, U_SUP, S_SUP, AN_SUP, AO_SUP.
+			rtpg = append(rtpg, a.states[g], 0x8f, byte(g>>8), byte(g), 0, 0, 0, byte(len(members)))
+			for _, r := range members {
+				rtpg = append(rtpg, 0, 0, byte(r>>8), byte(r))
+			}
+		}
+		binary.BigEndian.PutUint32(rtpg, uint32(len(rtpg)-4))
+	}
+	a.mu.Unlock()
+	switch {
+	case rtpg != nil:
+		c.answer(m, rtpg, 0, nil)
+		return true
+	case op == 0x12 && cdb[1]&1 != 0 && cdb[2] == 0x83:
+		page := []byte{0, 0x83, 0, 0}
+		if known {
+			// Binary, iSCSI, PIV, associated with the target port.
+			page = append(page, 0x51, 0x94, 0, 4, 0, 0, byte(port.rel>>8), byte(port.rel))
+			page = append(page, 0x51, 0x95, 0, 4, 0, 0, byte(port.group>>8), byte(port.group))
+		}
+		binary.BigEndian.PutUint16(page[2:], uint16(len(page)-4))
+		c.answer(m, page, 0, nil)
+		return true
+	}
+	if !a.refuse || !known {
+		return false
+	}
+	var ascq uint8
+	switch state {
+	case scsi.AccessStandby:
+		switch op {
+		case 0x12, 0xa0, 0x03, 0xa3, 0x1a, 0x5a, 0x25, 0x9e, 0x5e: // what a standby port serves
+		default:
+			ascq = 0x0b
+		}
+	case scsi.AccessUnavailable, scsi.AccessOffline, scsi.AccessTransitioning:
+		switch op {
+		case 0x12, 0xa0, 0x03, 0xa3:
+		default:
+			ascq = 0x0c
+			if state == scsi.AccessTransitioning {
+				ascq = 0x0a
+			}
+		}
+	}
+	if ascq == 0 {
+		return false
+	}
+	c.respond(m, 2, fixedSense(0x02, 0x04, ascq))
+	return true
 }

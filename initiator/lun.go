@@ -24,11 +24,13 @@ const (
 )
 
 // Do runs a SCSI command, retrying UNIT ATTENTION, BUSY, TASK SET FULL, NOT
-// READY (becoming ready) and ABORTED COMMAND within bounds. It returns the
+// READY (becoming ready) and ABORTED COMMAND within bounds; on a session
+// with several paths that follows ALUA states, also a command its port
+// refused as standby or unavailable (see doALUA). It returns the
 // Data-In bytes received; a final non-GOOD status is a *scsi.StatusError
 // wrapped in a *CommandError.
 func (s *Session) Do(ctx context.Context, lun uint64, cdb, read, write []byte) (int, error) {
-	return s.do(ctx, s.Execute, lun, cdb, read, write)
+	return s.doALUA(ctx, lun, cdb, read, write)
 }
 
 // do is Do over any way of executing a command (recovery uses a connection
@@ -48,6 +50,14 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 			return resp.Transferred, nil // GOOD or CONDITION MET
 		}
 		wait := time.Duration(0)
+		if st := aluaNotReady(serr); st != ALUAUnknown {
+			// The path's port does not serve the LU now: that is the
+			// path's ALUA state. A MultipathLUN tries another path at once.
+			s.noteALUA(resp.portal, st, cdb)
+			if s.alua.failFast.Load() {
+				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
+			}
+		}
 		switch {
 		case errors.Is(serr, scsi.ErrUnitAttention):
 			ua++
@@ -60,6 +70,9 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 			}
 			if errors.Is(serr, scsi.ErrModeChanged) {
 				s.modeChanged(lun)
+			}
+			if errors.Is(serr, scsi.ErrAccessChanged) {
+				s.aluaChanged()
 			}
 		case resp.Status == scsi.StatusBusy || resp.Status == scsi.StatusTaskSetFull:
 			if time.Since(start) > maxBusyWait {
@@ -147,7 +160,9 @@ func (e *RangeError) Error() string {
 // the LUN lists, its capacity and write protection.
 func (s *Session) OpenLUN(ctx context.Context, lun uint64) (*LUN, error) {
 	l := &LUN{s: s, lun: lun}
-	if _, err := s.Do(ctx, lun, scsi.TestUnitReady(), nil, nil); err != nil {
+	// A port in ALUA standby or unavailable state refuses TEST UNIT READY
+	// (04/0B, 04/0C) yet answers what OpenLUN reads next.
+	if _, err := s.Do(ctx, lun, scsi.TestUnitReady(), nil, nil); err != nil && aluaNotReady(err) == ALUAUnknown {
 		return nil, err
 	}
 	inq, err := s.Inquiry(ctx, lun)
@@ -167,6 +182,9 @@ func (s *Session) OpenLUN(ctx context.Context, lun uint64) (*LUN, error) {
 	l.readModeSense(ctx)
 	l.maxXfer = l.transferLimit()
 	s.rememberLUN(l)
+	if inq.TPGS != scsi.TPGSNone {
+		s.learnALUA(ctx) // before the first I/O, which then takes the best path
+	}
 	return l, nil
 }
 

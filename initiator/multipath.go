@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/iscsifs/iscsifs/initiator/scsi"
 )
 
 // PathSelector chooses the path of each command of a MultipathLUN.
@@ -87,6 +89,7 @@ func OpenMultipath(ctx context.Context, target string, portals []string, lun uin
 		portal = withDefaultPort(portal)
 		s, err := Login(ctx, portal, target, pathCfg)
 		if err == nil {
+			s.alua.failFast.Store(true) // ALUA NOT READY: the LUN tries another path
 			var l *LUN
 			if l, err = s.OpenLUN(ctx, lun); err == nil {
 				if len(m.paths) > 0 && !sameIdentity(m.paths[0].l, l) {
@@ -106,9 +109,21 @@ func OpenMultipath(ctx context.Context, target string, portals []string, lun uin
 	if len(m.paths) == 0 {
 		return nil, firstErr
 	}
+	for _, p := range m.paths {
+		p.s.setALUAShare(m.shareALUA)
+	}
 	m.sizeNow.Store(m.paths[0].l.Size())
 	m.blockSize = m.paths[0].l.BlockSize()
 	return m, nil
+}
+
+// shareALUA hands every group's state, as one path's session read it, to
+// the other paths: a path without commands sees no UNIT ATTENTION 2A/06,
+// and its group's state changes with the others'.
+func (m *MultipathLUN) shareALUA(groups []scsi.TargetPortGroup) {
+	for _, p := range m.paths {
+		p.s.applyGroups(groups)
+	}
 }
 
 // sameIdentity reports whether two LUNs name the same logical unit.
@@ -138,6 +153,9 @@ func (m *MultipathLUN) Paths() []PathStatus {
 			out[i].State = PathActive
 		default:
 			out[i].State = PathFailed
+		}
+		if sp := p.s.Paths(); len(sp) > 0 {
+			out[i].ALUA, out[i].TPG = sp[0].ALUA, sp[0].TPG
 		}
 	}
 	return out
@@ -197,11 +215,16 @@ func (m *MultipathLUN) Close() error {
 
 // do runs op down a path the selector picks, and again down another when
 // the path fails under it; while no path is logged in it waits, as long as
-// ctx and the replacement timeout allow.
+// ctx and the replacement timeout allow. A command a port refuses with an
+// ALUA NOT READY (standby, unavailable, transitioning) goes down another
+// path, or waits for a state change when none is better, up to
+// maxNotReadyWait.
 func (m *MultipathLUN) do(ctx context.Context, op func(*LUN) (int, error)) (int, error) {
-	var waitedSince time.Time
+	var waitedSince, aluaSince time.Time
 	var lastErr error
-	for attempt := 0; ; attempt++ {
+	var refusedBy *mpPath // the path whose port last refused the command (ALUA)
+	aluaBackoff := 10 * time.Millisecond
+	for failures := 0; ; {
 		p := m.pick()
 		if p == nil {
 			if waitedSince.IsZero() {
@@ -221,6 +244,16 @@ func (m *MultipathLUN) do(ctx context.Context, op func(*LUN) (int, error)) (int,
 			continue
 		}
 		waitedSince = time.Time{}
+		if p == refusedBy || refusedBy != nil && p.s.currentALUA().rank() >= ALUAStandby.rank() {
+			// A port refused the command and no path that serves I/O is
+			// left: give the ports time to change state.
+			select {
+			case <-time.After(aluaBackoff):
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+			aluaBackoff = min(2*aluaBackoff, 500*time.Millisecond)
+		}
 		p.inflight.Add(1)
 		start := time.Now()
 		n, err := op(p.l)
@@ -231,7 +264,23 @@ func (m *MultipathLUN) do(ctx context.Context, op func(*LUN) (int, error)) (int,
 			p.ewma.Store(old + (lat-old)/8)
 			return n, nil
 		}
-		if !pathFailure(err) || ctx.Err() != nil || attempt >= 4*len(m.paths) {
+		if ctx.Err() != nil {
+			return n, err
+		}
+		if aluaNotReady(err) != ALUAUnknown {
+			// The port is standby, unavailable or in transition: its
+			// session noted that, so pick now prefers the other paths.
+			if aluaSince.IsZero() {
+				aluaSince = time.Now()
+			}
+			refusedBy = p
+			if time.Since(aluaSince) < maxNotReadyWait {
+				continue
+			}
+			return n, err
+		}
+		failures++
+		if !pathFailure(err) || failures > 4*len(m.paths) {
 			return n, err
 		}
 		lastErr = err
@@ -246,10 +295,14 @@ func pathFailure(err error) bool {
 	return errors.As(err, &ce) || errors.As(err, &ue)
 }
 
-// pick returns a logged-in path by the selector, nil if none is.
+// pick returns a logged-in path by the selector, nil if none is. With ALUA
+// it picks among the logged-in paths of the best state only (ALUAState.rank:
+// active/optimized if any, else active/non-optimized, standby only when no
+// active path is left); without, all paths rank the same.
 func (m *MultipathLUN) pick() *mpPath {
 	var best *mpPath
 	var bestScore int64
+	bestRank := 0
 	n := uint64(len(m.paths))
 	// Every selector starts at a rotating path, so that ties (idle paths,
 	// equal queues) are spread instead of always going to the first.
@@ -259,17 +312,18 @@ func (m *MultipathLUN) pick() *mpPath {
 		if p.s.State() != StateLoggedIn {
 			continue
 		}
+		rank := p.s.currentALUA().rank()
 		var score int64
 		switch m.sel {
 		case SelectRoundRobin:
-			return p
+			// The first in turn of the best rank.
 		case SelectServiceTime:
 			score = (int64(p.inflight.Load()) + 1) * max(p.ewma.Load(), 1)
 		default:
 			score = int64(p.inflight.Load())
 		}
-		if best == nil || score < bestScore {
-			best, bestScore = p, score
+		if best == nil || rank < bestRank || rank == bestRank && score < bestScore {
+			best, bestScore, bestRank = p, score, rank
 		}
 	}
 	return best

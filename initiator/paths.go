@@ -16,7 +16,10 @@ import (
 // logs in again through the path it used, then through the others in their
 // order (failover); a path that leads to another logical unit is never used
 // again. There is no failback: the session stays on a working path, and a
-// path that came back is used at the next failure.
+// path that came back is used at the next failure. With a target that
+// reports ALUA (alua.go), logins try active/optimized paths first, and a
+// session whose path's port turns standby or unavailable moves to a path
+// that may serve I/O.
 
 // PathState is what a session knows of one of its paths.
 type PathState int
@@ -67,6 +70,12 @@ type PathStatus struct {
 	// Commands is how many SCSI commands went down the path (paths of a
 	// MultipathLUN; a failover session counts per session, in Stats).
 	Commands uint64 `json:"commands,omitempty"`
+	// ALUA is the asymmetric access state of the path's target port group
+	// (alua.go); ALUAUnknown, left out of JSON, for targets without ALUA.
+	ALUA ALUAState `json:"alua,omitempty"`
+	// TPG is the path's target port group; meaningful only when ALUA is
+	// known (0 is a valid group, LIO's default one).
+	TPG int `json:"tpg,omitempty"`
 }
 
 type sessionPath struct {
@@ -75,6 +84,9 @@ type sessionPath struct {
 	logins   int
 	failures int
 	lastErr  error
+	alua     ALUAState // learned through the path, or from another with hasTPG
+	tpg      int       // target port group, when hasTPG
+	hasTPG   bool
 }
 
 // newPaths is the path list of a session opened at portal: portal first,
@@ -116,9 +128,12 @@ func (s *Session) Paths() []PathStatus {
 	defer s.mu.Unlock()
 	out := make([]PathStatus, len(s.paths))
 	for i, p := range s.paths {
-		out[i] = PathStatus{Portal: p.portal, State: p.state, Logins: p.logins, Failures: p.failures}
+		out[i] = PathStatus{Portal: p.portal, State: p.state, Logins: p.logins, Failures: p.failures, ALUA: p.alua}
 		if p.lastErr != nil {
 			out[i].LastError = p.lastErr.Error()
+		}
+		if p.hasTPG {
+			out[i].TPG = p.tpg
 		}
 	}
 	return out
@@ -140,7 +155,12 @@ func (s *Session) pathOrder() []*sessionPath {
 			rest = append(rest, p)
 		}
 	}
-	return append(first, rest...)
+	// ALUA: active/optimized paths first, then active/non-optimized,
+	// unknown, standby; unavailable and offline ones last. Without ALUA
+	// every path ranks the same and the order stays.
+	order := append(first, rest...)
+	slices.SortStableFunc(order, func(a, b *sessionPath) int { return a.alua.rank() - b.alua.rank() })
+	return order
 }
 
 // connectAnyPath logs in through the first path that works, in pathOrder.
@@ -206,6 +226,7 @@ func (s *Session) usePathLocked(p *sessionPath) {
 		s.log.Warn("failed over to another path", "from", s.portal, "to", p.portal)
 		s.portal = p.portal
 	}
+	s.alua.cur.Store(int32(p.alua))
 }
 
 // learnPaths asks the target for its portals (SendTargets in a discovery

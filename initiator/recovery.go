@@ -330,7 +330,9 @@ func (s *Session) revalidate(ctx context.Context, c *conn) error {
 		return c.execSCSI(ctx, cmd, s.cfg.CommandTimeout)
 	}
 	for n, l := range luns {
-		if _, err := s.do(ctx, exec, n, scsi.TestUnitReady(), nil, nil); err != nil {
+		// A port in ALUA standby or unavailable state refuses TEST UNIT
+		// READY, yet leads to the LU: a path for when nothing better is left.
+		if _, err := s.do(ctx, exec, n, scsi.TestUnitReady(), nil, nil); err != nil && aluaNotReady(err) == ALUAUnknown {
 			return err
 		}
 		if err := s.sameLU(ctx, exec, l); err != nil {
@@ -395,6 +397,9 @@ func (s *Session) asyncSense(lun uint64, b []byte) {
 	if errors.Is(ua, scsi.ErrModeChanged) {
 		s.modeChanged(lun)
 	}
+	if errors.Is(ua, scsi.ErrAccessChanged) {
+		s.aluaChanged()
+	}
 }
 
 // recheckLUNs re-reads the capacity and mode parameters of every opened LUN
@@ -415,6 +420,8 @@ func (s *Session) recheckLUNs() {
 			l.refreshMode(ctx)
 		})
 	}
+	// The new connection may run through another port: learn its state.
+	s.aluaChanged()
 }
 
 // capacityChanged re-reads the capacity of an opened LUN in the background

@@ -119,6 +119,8 @@ type Session struct {
 	bg     context.Context
 	stopBg context.CancelFunc
 
+	alua sessionALUA // ALUA path states (alua.go); its own lock
+
 	mu     sync.Mutex
 	portal string         // of the connection in use (or last used)
 	paths  []*sessionPath // portal first, then Config.Portals

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/iscsifs/iscsifs/fusefs"
+	"github.com/iscsifs/iscsifs/initiator"
 )
 
 func statusCommand() *cli.Command {
@@ -78,6 +79,12 @@ func printStatus(w io.Writer, st mountStatus, stats mountStats) {
 		if len(t.Paths) > 1 {
 			for _, p := range t.Paths {
 				fmt.Fprintf(w, "  path %s: %s, %d logins, %d failed", p.Portal, p.State, p.Logins, p.Failures)
+				if p.Commands > 0 {
+					fmt.Fprintf(w, ", %d commands", p.Commands)
+				}
+				if p.ALUA != initiator.ALUAUnknown {
+					fmt.Fprintf(w, ", ALUA %s (group %d)", p.ALUA, p.TPG)
+				}
 				if p.LastError != "" {
 					fmt.Fprintf(w, " (last: %s)", p.LastError)
 				}

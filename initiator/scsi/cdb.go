@@ -293,6 +293,18 @@ func RequestSense(desc bool, alloc uint8) []byte {
 	return cdb
 }
 
+// ReportTargetPortGroups builds REPORT TARGET PORT GROUPS (SPC-4 6.36):
+// MAINTENANCE IN, service action 0x0A, PARAMETER DATA FORMAT 000b (the
+// length-only header that ParseReportTargetPortGroups reads). The answer
+// is 4 + RETURN DATA LENGTH bytes (RTPGLength).
+func ReportTargetPortGroups(alloc uint32) []byte {
+	cdb := make([]byte, 12)
+	cdb[0] = OpMaintenanceIn
+	cdb[1] = SAReportTargetPortGroups
+	binary.BigEndian.PutUint32(cdb[6:10], alloc)
+	return cdb
+}
+
 var opNames = map[uint8]string{
 	OpTestUnitReady:        "TEST UNIT READY",
 	OpRequestSense:         "REQUEST SENSE",

@@ -22,6 +22,7 @@ var (
 	ErrReset            = errors.New("scsi: power on, reset or I_T nexus loss")  // UNIT ATTENTION 29/xx
 	ErrCapacityChanged  = errors.New("scsi: capacity data has changed")          // UNIT ATTENTION 2A/09
 	ErrModeChanged      = errors.New("scsi: mode parameters changed")            // UNIT ATTENTION 2A/01
+	ErrAccessChanged    = errors.New("scsi: asymmetric access state changed")    // UNIT ATTENTION 2A/06
 	ErrLUNsChanged      = errors.New("scsi: reported LUNs data has changed")     // UNIT ATTENTION 3F/0E
 	ErrAbortedCommand   = errors.New("scsi: aborted command")                    // ABORTED COMMAND, or status TASK ABORTED
 	ErrBusy             = errors.New("scsi: busy")                               // status BUSY or TASK SET FULL
@@ -134,7 +135,8 @@ func (e *StatusError) Retryable() bool {
 // ErrNotReady (NOT READY), ErrMediumNotPresent (NOT READY 3A/xx),
 // ErrStartRequired (NOT READY 04/02), ErrUnitAttention (UNIT ATTENTION),
 // ErrReset (UNIT ATTENTION 29/xx), ErrCapacityChanged (UNIT ATTENTION
-// 2A/09), ErrModeChanged (UNIT ATTENTION 2A/01), ErrLUNsChanged (UNIT
+// 2A/09), ErrModeChanged (UNIT ATTENTION 2A/01), ErrAccessChanged (UNIT
+// ATTENTION 2A/06), ErrLUNsChanged (UNIT
 // ATTENTION 3F/0E), ErrAbortedCommand (ABORTED COMMAND or status TASK
 // ABORTED), ErrBusy (status BUSY or TASK SET FULL), ErrReservation (status
 // RESERVATION CONFLICT) and ErrNoSense (CHECK CONDITION without sense data).
@@ -185,6 +187,8 @@ func (e *StatusError) Is(target error) bool {
 		return is(SenseUnitAttention, 0x2a) && s.ASCQ == 0x09
 	case ErrModeChanged:
 		return is(SenseUnitAttention, 0x2a) && s.ASCQ == 0x01
+	case ErrAccessChanged:
+		return is(SenseUnitAttention, 0x2a) && s.ASCQ == 0x06
 	case ErrLUNsChanged:
 		return is(SenseUnitAttention, 0x3f) && s.ASCQ == 0x0e
 	case ErrAbortedCommand:

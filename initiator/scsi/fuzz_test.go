@@ -89,6 +89,7 @@ func FuzzParseDeviceIdentification(f *testing.F) {
 			t.Fatalf("descriptors of %d bytes from %d bytes", n, len(b))
 		}
 		_ = LUIdentifier(ds)
+		_ = TargetPortIdentity(ds)
 	})
 }
 
@@ -212,6 +213,32 @@ func FuzzLUN(f *testing.F) {
 		}
 		if DecodeLUN(EncodeLUN(n)) != n {
 			t.Fatalf("number %#x does not round-trip", n)
+		}
+	})
+}
+
+func FuzzReportTargetPortGroups(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0})
+	f.Add([]byte{0, 0, 0, 0x1c, 0x80, 0xcf, 0, 1, 0, 2, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0x02, 0xcf, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 3, 0, 0, 0, 0xff, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		groups, err := ParseReportTargetPortGroups(b)
+		if (err != nil) != (len(b) < 4) {
+			t.Fatalf("%d bytes: err %v", len(b), err)
+		}
+		if err != nil {
+			return
+		}
+		used := int64(0)
+		for _, g := range groups {
+			used += 8 + 4*int64(len(g.Ports))
+			if g.State > 0x0f {
+				t.Fatalf("state %#x", g.State)
+			}
+			_ = AccessStateName(g.State)
+		}
+		if used > int64(len(b))-4 || used > RTPGLength(b)-4 {
+			t.Fatalf("%d bytes of groups from %d bytes, return length %d", used, len(b), RTPGLength(b))
 		}
 	})
 }

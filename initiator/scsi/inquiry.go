@@ -38,6 +38,15 @@ const (
 	QualifierNotSupported = 3 // no logical unit here
 )
 
+// TARGET PORT GROUP SUPPORT values (SPC-4 standard INQUIRY byte 5): how the
+// logical unit supports asymmetric logical unit access (ALUA).
+const (
+	TPGSNone     = 0 // no ALUA: every port serves the logical unit alike
+	TPGSImplicit = 1 // the device changes the access states itself
+	TPGSExplicit = 2 // only SET TARGET PORT GROUPS changes them
+	TPGSBoth     = 3
+)
+
 // InquiryData is the standard INQUIRY data (SPC-4).
 type InquiryData struct {
 	PeripheralQualifier uint8
@@ -48,6 +57,10 @@ type InquiryData struct {
 	// AdditionalLength+5 bytes of INQUIRY data in all; re-issue INQUIRY with
 	// that allocation length when more than what was read is needed.
 	AdditionalLength int
+	// TPGS is the TARGET PORT GROUP SUPPORT field (byte 5 bits 5-4): 0
+	// (TPGSNone) when the logical unit has no asymmetric logical unit
+	// access (tgt, istgt), else it answers REPORT TARGET PORT GROUPS.
+	TPGS uint8
 	// Vendor, Product and Revision are the T10 VENDOR IDENTIFICATION,
 	// PRODUCT IDENTIFICATION and PRODUCT REVISION LEVEL with surrounding
 	// spaces and NULs removed; empty when the data is too short to hold them.
@@ -85,6 +98,9 @@ func ParseInquiry(b []byte) (InquiryData, error) {
 		Removable:           b[1]&0x80 != 0,
 		Version:             b[2],
 		AdditionalLength:    int(b[4]),
+	}
+	if len(b) >= 6 {
+		d.TPGS = b[5] >> 4 & 0x03
 	}
 	if len(b) >= 16 {
 		d.Vendor = trimField(b[8:16])
