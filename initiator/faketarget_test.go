@@ -33,6 +33,9 @@ type fakeTarget struct {
 	pingEvery   time.Duration                        // target NOP-In pings
 	onPDU       func(c *fakeConn, raw *pdu.Raw) bool // return true when handled
 	sendTargets string                               // SendTargets answer text (joined NUL-separated)
+	// sendTargetsAt, when set, answers SendTargets instead, by the portal
+	// the discovery session came in on (tgt lists only that one).
+	sendTargetsAt func(portal string) string
 	textChunk   int                                  // split Text responses into chunks of this size
 
 	// Knobs for recovery and hostile-target tests (hostile_test.go,
@@ -737,6 +740,9 @@ func (c *fakeConn) textReply(m *pdu.TextReq) {
 	exp, max := c.window()
 	if m.TTT == pdu.ReservedTag {
 		c.text = []byte(c.ft.sendTargets)
+		if c.ft.sendTargetsAt != nil {
+			c.text = []byte(c.ft.sendTargetsAt(c.nc.LocalAddr().String()))
+		}
 	}
 	chunk := c.text
 	final := true

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -229,27 +230,53 @@ func (s *Session) usePathLocked(p *sessionPath) {
 	s.alua.cur.Store(int32(p.alua))
 }
 
-// learnPaths asks the target for its portals (SendTargets in a discovery
-// session at the portal in use: tgt resets a Normal session that asks) and
-// adds those the session does not have yet as paths, its own portal group
-// first. A target that lists no other portal (tgt lists only the address
-// asked) or refuses discovery changes nothing.
-func (s *Session) learnPaths(ctx context.Context) {
+// discoverPaths learns the target's portals at login: from the portal in
+// use before Login returns, then from every other known portal in the
+// background (one that does not answer must not hold up the login).
+func (s *Session) discoverPaths(ctx context.Context) {
+	s.mu.Lock()
+	var others []string
+	for _, p := range s.paths {
+		if p.portal != s.portal {
+			others = append(others, p.portal)
+		}
+	}
+	s.mu.Unlock()
+	s.learnPaths(ctx, []string{s.Portal()})
+	if len(others) > 0 {
+		s.goroutine(func(ctx context.Context) { s.learnPaths(ctx, others) })
+	}
+}
+
+// learnPaths asks the target for its portals through each of known
+// (SendTargets in a discovery session each, at once: tgt resets a Normal
+// session that asks, and lists only the address asked, while istgt lists
+// its whole portal group) and adds those the session does not have yet as
+// paths, its own portal group first. A portal that does not answer, or a
+// target that refuses discovery, changes nothing.
+func (s *Session) learnPaths(ctx context.Context, known []string) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
 	defer cancel()
 	cfg := s.cfg
 	cfg.hooks = nil
-	targets, err := Discover(ctx, s.Portal(), cfg)
-	if err != nil {
-		s.log.Debug("discovery of the target's portals failed; paths stay as configured", "err", err)
-		return
+	answers := make([][]Portal, len(known))
+	var wg sync.WaitGroup
+	for i, portal := range known {
+		wg.Go(func() {
+			targets, err := Discover(ctx, portal, cfg)
+			if err != nil {
+				s.log.Debug("discovery of the target's portals failed", "path", portal, "err", err)
+				return
+			}
+			for _, t := range targets {
+				if t.Name == s.target {
+					answers[i] = append(answers[i], t.Portals...)
+				}
+			}
+		})
 	}
-	var learned []Portal
-	for _, t := range targets {
-		if t.Name == s.target {
-			learned = append(learned, t.Portals...)
-		}
-	}
+	wg.Wait()
+	learned := slices.Concat(answers...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	own := s.tpgt

@@ -204,6 +204,45 @@ func TestPathsFromSendTargets(t *testing.T) {
 	}
 }
 
+// TestPathsFromEveryPortal: with DiscoverPortals, every known portal is
+// asked for the target's portals, as tgt lists only the one asked: a
+// portal only the second path's answer names becomes a third path.
+func TestPathsFromEveryPortal(t *testing.T) {
+	checkNoLeak(t)
+	ft, p1, p2 := twoPortalTarget(t, 1<<20, "")
+	p3, _, err := ft.listenAlso("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft.sendTargetsAt = func(portal string) string {
+		text := "TargetName=iqn.2026-11.test:fake\x00TargetAddress=" + portal + ",1\x00"
+		if portal == p2 {
+			text += "TargetAddress=" + p3 + ",2\x00"
+		}
+		return text
+	}
+	cfg := fakeConfig(t)
+	cfg.DiscoverPortals = true
+	cfg.Portals = []string{p2}
+	ctx := context.Background()
+	s, err := Login(ctx, p1, "iqn.2026-11.test:fake", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := s.Paths()
+		if len(got) == 3 && got[2].Portal == p3 && got[2].State == PathStandby {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("paths: %+v, want %s, %s, %s", got, p1, p2, p3)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // twoPortalTarget starts a fake target of size bytes (with serial, if not
 // empty) listening on two portals.
 func twoPortalTarget(t *testing.T, size int, serial string) (*fakeTarget, string, string) {

@@ -184,7 +184,7 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 	s.mu.Unlock()
 	s.install(c)
 	if !discovery && cfg.DiscoverPortals {
-		s.learnPaths(ctx)
+		s.discoverPaths(ctx)
 	}
 	if s.pathCount() > 1 {
 		s.goroutine(s.probePaths)
