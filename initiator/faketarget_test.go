@@ -36,7 +36,7 @@ type fakeTarget struct {
 	// sendTargetsAt, when set, answers SendTargets instead, by the portal
 	// the discovery session came in on (tgt lists only that one).
 	sendTargetsAt func(portal string) string
-	textChunk   int                                  // split Text responses into chunks of this size
+	textChunk     int // split Text responses into chunks of this size
 
 	// Knobs for recovery and hostile-target tests (hostile_test.go,
 	// recovery_test.go), also set before the initiator connects.
