@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,13 +53,36 @@ func ParsePathSelector(s string) (PathSelector, error) {
 // failed may also have reached the LU through the failed one; both carry
 // the same data.
 type MultipathLUN struct {
-	paths     []*mpPath
+	// paths are the paths that logged in once, in the order they did; the
+	// slice is replaced, never changed, when a left-out path joins.
+	paths     atomic.Pointer[[]*mpPath]
 	sel       PathSelector
 	next      atomic.Uint64 // round-robin cursor
 	wait      time.Duration // how long a command waits for a path: Config.ReplacementTimeout
 	sizeNow   atomic.Int64  // capacity in bytes, as the paths last read it
 	blockSize int
 	closeOnce sync.Once
+
+	// Paths that could not be opened: tried again every pathProbeInterval
+	// by joinLoop (except wrong-LU ones), and then added to paths.
+	target   string
+	lun      uint64
+	pathCfg  Config
+	log      *slog.Logger
+	mu       sync.Mutex
+	missing  []*mpMissing
+	onResize func(int64) // OnResize's f, for paths that join later
+	resizeMu sync.Mutex  // one resize report at a time
+	stop     chan struct{}
+	bg       sync.WaitGroup
+}
+
+// mpMissing is a portal that has no working session yet.
+type mpMissing struct {
+	portal   string
+	state    PathState // PathFailed, or PathWrongLU (never tried again)
+	failures int
+	err      error
 }
 
 type mpPath struct {
@@ -69,59 +94,161 @@ type mpPath struct {
 }
 
 // OpenMultipath logs in to target through each portal with its own session
-// and opens LUN lun on each. A portal that fails to log in, or that leads
-// to another logical unit (VPD 0x83 designator, else 0x80 serial, differing
-// from the first path's), is left out with a warning; at least one must
-// work. Each path's session fails its commands at once when its connection
-// is lost (Config.ReplacementTimeout applies to the whole LUN: a command
-// waits that long for any path) and Config.Portals is ignored.
+// and opens LUN lun on each. A portal that fails to log in is left out with
+// a warning and tried again every 5 s in the background, joining once it
+// works; one that leads to another logical unit (VPD 0x83 designator, else
+// 0x80 serial, differing from the first path's) is left out for good. At
+// least one must work. Each path's session fails its commands at once when
+// its connection is lost (Config.ReplacementTimeout applies to the whole
+// LUN: a command waits that long for any path) and Config.Portals is
+// ignored.
 func OpenMultipath(ctx context.Context, target string, portals []string, lun uint64, cfg Config, sel PathSelector) (*MultipathLUN, error) {
 	if len(portals) == 0 {
 		return nil, errors.New("multipath: no portal given")
 	}
 	full := cfg.withDefaults()
-	m := &MultipathLUN{sel: sel, wait: max(full.ReplacementTimeout, 0)}
-	pathCfg := cfg
-	pathCfg.Portals, pathCfg.DiscoverPortals = nil, false
-	pathCfg.ReplacementTimeout = -1
+	m := &MultipathLUN{sel: sel, wait: max(full.ReplacementTimeout, 0), target: target, lun: lun, log: full.Logger, stop: make(chan struct{})}
+	m.pathCfg = cfg
+	m.pathCfg.Portals, m.pathCfg.DiscoverPortals = nil, false
+	m.pathCfg.ReplacementTimeout = -1
+	var paths []*mpPath
 	var firstErr error
 	for _, portal := range portals {
 		portal = withDefaultPort(portal)
-		s, err := Login(ctx, portal, target, pathCfg)
-		if err == nil {
-			s.alua.failFast.Store(true) // ALUA NOT READY: the LUN tries another path
-			var l *LUN
-			if l, err = s.OpenLUN(ctx, lun); err == nil {
-				if len(m.paths) > 0 && !sameIdentity(m.paths[0].l, l) {
-					err = fmt.Errorf("%w: %s LUN %d at %s is not the LU at %s", ErrDeviceChanged, target, lun, portal, m.paths[0].portal)
-				} else {
-					m.paths = append(m.paths, &mpPath{portal: portal, s: s, l: l})
-					continue
-				}
-			}
-			_ = s.Close(context.WithoutCancel(ctx))
+		var first *LUN
+		if len(paths) > 0 {
+			first = paths[0].l
 		}
-		full.Logger.Warn("multipath: path left out", "path", portal, "err", err)
+		p, err := m.openPath(ctx, portal, first)
+		if err == nil {
+			paths = append(paths, p)
+			continue
+		}
+		m.log.Warn("multipath: path left out", "path", portal, "err", err)
 		if firstErr == nil {
 			firstErr = err
 		}
+		mm := &mpMissing{portal: portal, state: PathFailed, failures: 1, err: err}
+		if errors.Is(err, ErrDeviceChanged) {
+			mm.state = PathWrongLU
+		}
+		m.missing = append(m.missing, mm)
 	}
-	if len(m.paths) == 0 {
+	if len(paths) == 0 {
 		return nil, firstErr
 	}
-	for _, p := range m.paths {
+	m.paths.Store(&paths)
+	for _, p := range paths {
 		p.s.setALUAShare(m.shareALUA)
 	}
-	m.sizeNow.Store(m.paths[0].l.Size())
-	m.blockSize = m.paths[0].l.BlockSize()
+	m.sizeNow.Store(paths[0].l.Size())
+	m.blockSize = paths[0].l.BlockSize()
+	if slices.ContainsFunc(m.missing, func(mm *mpMissing) bool { return mm.state == PathFailed }) {
+		m.bg.Add(1)
+		go m.joinLoop()
+	}
 	return m, nil
 }
+
+// openPath logs in through portal and opens the LUN; first, when not nil,
+// is the LUN of the first path, which this one must be the same LU as.
+func (m *MultipathLUN) openPath(ctx context.Context, portal string, first *LUN) (*mpPath, error) {
+	s, err := Login(ctx, portal, m.target, m.pathCfg)
+	if err != nil {
+		return nil, err
+	}
+	s.alua.failFast.Store(true) // ALUA NOT READY: the LUN tries another path
+	l, err := s.OpenLUN(ctx, m.lun)
+	if err == nil && first != nil && !sameIdentity(first, l) {
+		err = fmt.Errorf("%w: %s LUN %d at %s is not the LU of the first path", ErrDeviceChanged, m.target, m.lun, portal)
+	}
+	if err != nil {
+		_ = s.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return &mpPath{portal: portal, s: s, l: l}, nil
+}
+
+// joinLoop tries the paths left out at open again every pathProbeInterval
+// and adds those that log in and reach the same LU, until none is left or
+// Close.
+func (m *MultipathLUN) joinLoop() {
+	defer m.bg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-m.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	tick := time.NewTicker(pathProbeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		m.mu.Lock()
+		var todo []*mpMissing
+		for _, mm := range m.missing {
+			if mm.state == PathFailed {
+				todo = append(todo, mm)
+			}
+		}
+		m.mu.Unlock()
+		if len(todo) == 0 {
+			return
+		}
+		for _, mm := range todo {
+			p, err := m.openPath(ctx, mm.portal, m.Primary())
+			if ctx.Err() != nil {
+				if p != nil {
+					_ = p.s.Close(context.Background())
+				}
+				return
+			}
+			if err != nil {
+				m.mu.Lock()
+				mm.failures++
+				mm.err = err
+				if errors.Is(err, ErrDeviceChanged) {
+					mm.state = PathWrongLU
+					m.log.Warn("multipath: path leads to another logical unit; never using it", "path", mm.portal)
+				}
+				m.mu.Unlock()
+				continue
+			}
+			m.join(p, mm)
+		}
+	}
+}
+
+// join adds p (which was mm) to the paths in use.
+func (m *MultipathLUN) join(p *mpPath, mm *mpMissing) {
+	p.s.setALUAShare(m.shareALUA)
+	m.mu.Lock()
+	m.missing = slices.DeleteFunc(m.missing, func(x *mpMissing) bool { return x == mm })
+	paths := append(slices.Clone(m.list()), p)
+	m.paths.Store(&paths)
+	f := m.onResize
+	m.mu.Unlock()
+	if f != nil {
+		m.watchResize(p, f)
+	}
+	m.log.Info("multipath: path joined", "path", p.portal)
+}
+
+// list is the paths in use now.
+func (m *MultipathLUN) list() []*mpPath { return *m.paths.Load() }
 
 // shareALUA hands every group's state, as one path's session read it, to
 // the other paths: a path without commands sees no UNIT ATTENTION 2A/06,
 // and its group's state changes with the others'.
 func (m *MultipathLUN) shareALUA(groups []scsi.TargetPortGroup) {
-	for _, p := range m.paths {
+	for _, p := range m.list() {
 		p.s.applyGroups(groups)
 	}
 }
@@ -141,30 +268,35 @@ func (m *MultipathLUN) Size() int64 { return m.sizeNow.Load() }
 func (m *MultipathLUN) BlockSize() int { return m.blockSize }
 
 // ReadOnly reports a write-protected LU.
-func (m *MultipathLUN) ReadOnly() bool { return m.paths[0].l.ReadOnly() }
+func (m *MultipathLUN) ReadOnly() bool { return m.Primary().ReadOnly() }
 
-// Paths returns each path with its state and counters.
+// Paths returns each path with its state and counters: those in use, then
+// those left out at open (failed, or leading to another LU).
 func (m *MultipathLUN) Paths() []PathStatus {
-	out := make([]PathStatus, len(m.paths))
-	for i, p := range m.paths {
-		out[i] = PathStatus{Portal: p.portal, State: PathStandby, Logins: p.s.Reconnects() + 1, Commands: p.s.Stats().Commands}
-		switch p.s.State() {
-		case StateLoggedIn:
-			out[i].State = PathActive
-		default:
-			out[i].State = PathFailed
+	var out []PathStatus
+	for _, p := range m.list() {
+		ps := PathStatus{Portal: p.portal, State: PathFailed, Logins: p.s.Reconnects() + 1, Commands: p.s.Stats().Commands}
+		if p.s.State() == StateLoggedIn {
+			ps.State = PathActive
 		}
 		if sp := p.s.Paths(); len(sp) > 0 {
-			out[i].ALUA, out[i].TPG = sp[0].ALUA, sp[0].TPG
+			ps.ALUA, ps.TPG = sp[0].ALUA, sp[0].TPG
 		}
+		out = append(out, ps)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, mm := range m.missing {
+		out = append(out, PathStatus{Portal: mm.portal, State: mm.state, Failures: mm.failures, LastError: mm.err.Error()})
 	}
 	return out
 }
 
-// Sessions returns the session of each path, in the order of Paths.
+// Sessions returns the session of each path in use, in the order of Paths.
 func (m *MultipathLUN) Sessions() []*Session {
-	out := make([]*Session, len(m.paths))
-	for i, p := range m.paths {
+	paths := m.list()
+	out := make([]*Session, len(paths))
+	for i, p := range paths {
 		out[i] = p.s
 	}
 	return out
@@ -202,11 +334,13 @@ func (m *MultipathLUN) SyncContext(ctx context.Context) error {
 	return err
 }
 
-// Close logs out of every path.
+// Close stops trying the paths left out and logs out of every path.
 func (m *MultipathLUN) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
-		for _, p := range m.paths {
+		close(m.stop)
+		m.bg.Wait() // no path joins after this
+		for _, p := range m.list() {
 			err = errors.Join(err, p.s.Close(context.Background()))
 		}
 	})
@@ -280,7 +414,7 @@ func (m *MultipathLUN) do(ctx context.Context, op func(*LUN) (int, error)) (int,
 			return n, err
 		}
 		failures++
-		if !pathFailure(err) || failures > 4*len(m.paths) {
+		if !pathFailure(err) || failures > 4*len(m.list()) {
 			return n, err
 		}
 		lastErr = err
@@ -303,12 +437,13 @@ func (m *MultipathLUN) pick() *mpPath {
 	var best *mpPath
 	var bestScore int64
 	bestRank := 0
-	n := uint64(len(m.paths))
+	paths := m.list()
+	n := uint64(len(paths))
 	// Every selector starts at a rotating path, so that ties (idle paths,
 	// equal queues) are spread instead of always going to the first.
 	start := m.next.Add(1)
 	for i := range n {
-		p := m.paths[(start+i)%n]
+		p := paths[(start+i)%n]
 		if p.s.State() != StateLoggedIn {
 			continue
 		}

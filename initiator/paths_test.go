@@ -3,6 +3,7 @@ package initiator
 import (
 	"bytes"
 	"context"
+	"net"
 	"errors"
 	"sync"
 	"testing"
@@ -14,9 +15,7 @@ import (
 // other portal of the same target, without an error; the paths show it.
 func TestFailover(t *testing.T) {
 	checkNoLeak(t)
-	interval := pathProbeInterval
-	pathProbeInterval = 50 * time.Millisecond
-	t.Cleanup(func() { pathProbeInterval = interval })
+	fastProbes(t)
 	ft, p1, p2 := twoPortalTarget(t, 4<<20, "lu-1")
 	ctx := context.Background()
 	s, l := twoPathSession(t, p1, p2)
@@ -243,6 +242,58 @@ func TestPathsFromEveryPortal(t *testing.T) {
 	}
 }
 
+// TestMultipathPathJoins: a portal that does not answer when the
+// multipath LUN opens is tried again in the background; once it answers it
+// joins and carries commands, and a portal to another LU never joins.
+func TestMultipathPathJoins(t *testing.T) {
+	fastProbes(t)
+	checkNoLeak(t)
+	ft := newFakeTarget(t, 1<<20)
+	p1 := ft.start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2 := ln.Addr().String()
+	ln.Close() // nothing listens on p2 yet
+	ctx := context.Background()
+	m, err := OpenMultipath(ctx, "iqn.2026-11.test:fake", []string{p1, p2}, 0, fakeConfig(t), SelectRoundRobin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got := m.Paths(); len(got) != 2 || got[1].State != PathFailed || got[1].Failures < 1 || got[1].LastError == "" {
+		t.Fatalf("paths at open: %+v", got)
+	}
+	if _, _, err := ft.listenAlso(p2); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(m.Sessions()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second path did not join: %+v", m.Paths())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	buf := make([]byte, 512)
+	for range 8 {
+		if _, err := m.ReadAtContext(ctx, buf, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := m.Paths()
+	if len(got) != 2 || got[1].Portal != p2 || got[1].State != PathActive || got[1].Commands == 0 {
+		t.Errorf("paths after the join: %+v", got)
+	}
+}
+
+// fastProbes makes failed paths be tried every 50 ms during the test.
+func fastProbes(t *testing.T) {
+	interval := pathProbeInterval
+	pathProbeInterval = 50 * time.Millisecond
+	t.Cleanup(func() { pathProbeInterval = interval })
+}
+
 // twoPortalTarget starts a fake target of size bytes (with serial, if not
 // empty) listening on two portals.
 func twoPortalTarget(t *testing.T, size int, serial string) (*fakeTarget, string, string) {
@@ -276,8 +327,11 @@ func TestMultipath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if got := m.Paths(); len(got) != 2 || got[0].Portal != p1 || got[1].Portal != p2 {
+	if got := m.Paths(); len(got) != 3 || got[0].Portal != p1 || got[1].Portal != p2 || got[2].Portal != p3 || got[2].State != PathWrongLU {
 		t.Fatalf("paths %+v: want %s and %s, the other LU left out", got, p1, p2)
+	}
+	if n := len(m.Sessions()); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
 	}
 
 	ft.mu.Lock()
@@ -353,7 +407,7 @@ func TestPathSelectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, b := m.paths[0], m.paths[1]
+		a, b := m.list()[0], m.list()[1]
 		switch sel {
 		case SelectQueueLength:
 			a.inflight.Store(3)
