@@ -183,32 +183,17 @@ func (m *MultipathLUN) joinLoop() {
 		case <-ctx.Done():
 		}
 	}()
-	tick := time.NewTicker(pathProbeInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-m.stop:
-			return
-		case <-tick.C:
-		}
+	probeEvery(ctx, func() bool {
 		m.mu.Lock()
-		var todo []*mpMissing
-		for _, mm := range m.missing {
-			if mm.state == PathFailed {
-				todo = append(todo, mm)
-			}
-		}
+		todo := slices.DeleteFunc(slices.Clone(m.missing), func(mm *mpMissing) bool { return mm.state != PathFailed })
 		m.mu.Unlock()
-		if len(todo) == 0 {
-			return
-		}
 		for _, mm := range todo {
 			p, err := m.openPath(ctx, mm.portal, m.Primary())
 			if ctx.Err() != nil {
 				if p != nil {
 					_ = p.s.Close(context.Background())
 				}
-				return
+				return false
 			}
 			if err != nil {
 				m.mu.Lock()
@@ -223,7 +208,8 @@ func (m *MultipathLUN) joinLoop() {
 			}
 			m.join(p, mm)
 		}
-	}
+		return len(todo) > 0
+	})
 }
 
 // join adds p (which was mm) to the paths in use.

@@ -300,6 +300,23 @@ func boolInt(b bool) int {
 	return 0
 }
 
+// probeEvery calls probe every pathProbeInterval until ctx ends or probe
+// returns false (nothing left to probe).
+func probeEvery(ctx context.Context, probe func() bool) {
+	t := time.NewTicker(pathProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		if !probe() {
+			return
+		}
+	}
+}
+
 // pathProbeInterval is how often a session with several paths checks that
 // its failed paths answer again (a variable for tests).
 var pathProbeInterval = 5 * time.Second
@@ -309,21 +326,9 @@ var pathProbeInterval = 5 * time.Second
 // that works, marks the path standby again (usable at the next failover).
 // It does not log in: a login would reinstate the session's ISID there.
 func (s *Session) probePaths(ctx context.Context) {
-	t := time.NewTicker(pathProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
+	probeEvery(ctx, func() bool {
 		s.mu.Lock()
-		var failed []*sessionPath
-		for _, p := range s.paths {
-			if p.state == PathFailed {
-				failed = append(failed, p)
-			}
-		}
+		failed := slices.DeleteFunc(slices.Clone(s.paths), func(p *sessionPath) bool { return p.state != PathFailed })
 		s.mu.Unlock()
 		for _, p := range failed {
 			dctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
@@ -340,5 +345,6 @@ func (s *Session) probePaths(ctx context.Context) {
 			}
 			s.mu.Unlock()
 		}
-	}
+		return true
+	})
 }

@@ -3,8 +3,8 @@ package initiator
 import (
 	"bytes"
 	"context"
-	"net"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
