@@ -3,9 +3,7 @@ package initiator
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,27 +41,16 @@ const (
 	ALUALBADependent
 )
 
-var aluaStateNames = [...]string{"unknown", "active-optimized", "active-non-optimized", "standby", "unavailable", "offline", "transitioning", "lba-dependent"}
+var aluaStateNames = []string{"unknown", "active-optimized", "active-non-optimized", "standby", "unavailable", "offline", "transitioning", "lba-dependent"}
 
-func (st ALUAState) String() string {
-	if st >= 0 && int(st) < len(aluaStateNames) {
-		return aluaStateNames[st]
-	}
-	return "ALUAState(" + strconv.Itoa(int(st)) + ")"
-}
+func (st ALUAState) String() string { return enumName(st, aluaStateNames, "ALUAState") }
 
 // MarshalText writes the state as its String (JSON status files).
 func (st ALUAState) MarshalText() ([]byte, error) { return []byte(st.String()), nil }
 
 // UnmarshalText reads what MarshalText wrote.
 func (st *ALUAState) UnmarshalText(b []byte) error {
-	for i, n := range aluaStateNames {
-		if string(b) == n {
-			*st = ALUAState(i)
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown ALUA state %q", b)
+	return parseEnum(st, b, aluaStateNames, "ALUA state")
 }
 
 // rank orders paths by state, lower first: active/optimized, then

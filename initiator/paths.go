@@ -38,27 +38,16 @@ const (
 	PathWrongLU
 )
 
-var pathStateNames = [...]string{"active", "standby", "failed", "wrong-lu"}
+var pathStateNames = []string{"active", "standby", "failed", "wrong-lu"}
 
-func (st PathState) String() string {
-	if st >= 0 && int(st) < len(pathStateNames) {
-		return pathStateNames[st]
-	}
-	return "PathState(" + strconv.Itoa(int(st)) + ")"
-}
+func (st PathState) String() string { return enumName(st, pathStateNames, "PathState") }
 
 // MarshalText writes the state as its String (JSON status files).
 func (st PathState) MarshalText() ([]byte, error) { return []byte(st.String()), nil }
 
 // UnmarshalText reads what MarshalText wrote.
 func (st *PathState) UnmarshalText(b []byte) error {
-	for i, n := range pathStateNames {
-		if string(b) == n {
-			*st = PathState(i)
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown path state %q", b)
+	return parseEnum(st, b, pathStateNames, "path state")
 }
 
 // PathStatus is one path of a session (Session.Paths).

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -108,34 +110,36 @@ const (
 	StateClosed
 )
 
+var sessionStateNames = []string{"logged-in", "recovering", "unavailable", "closed"}
+
 // String is the state's name in status output: "logged-in", "recovering",
 // "unavailable" or "closed".
-func (st SessionState) String() string {
-	switch st {
-	case StateLoggedIn:
-		return "logged-in"
-	case StateRecovering:
-		return "recovering"
-	case StateUnavailable:
-		return "unavailable"
-	case StateClosed:
-		return "closed"
-	}
-	return fmt.Sprintf("SessionState(%d)", int(st))
-}
+func (st SessionState) String() string { return enumName(st, sessionStateNames, "SessionState") }
 
 // MarshalText writes the state as its String (JSON status files).
 func (st SessionState) MarshalText() ([]byte, error) { return []byte(st.String()), nil }
 
 // UnmarshalText reads what MarshalText wrote.
 func (st *SessionState) UnmarshalText(b []byte) error {
-	for _, v := range []SessionState{StateLoggedIn, StateRecovering, StateUnavailable, StateClosed} {
-		if string(b) == v.String() {
-			*st = v
-			return nil
-		}
+	return parseEnum(st, b, sessionStateNames, "session state")
+}
+
+// enumName and parseEnum are the text forms of the state enums (status
+// files, logs): names[v], or TYPE(v) for a value without a name.
+func enumName[T ~int](v T, names []string, typ string) string {
+	if v >= 0 && int(v) < len(names) {
+		return names[v]
 	}
-	return fmt.Errorf("unknown session state %q", b)
+	return typ + "(" + strconv.Itoa(int(v)) + ")"
+}
+
+func parseEnum[T ~int](v *T, b []byte, names []string, what string) error {
+	i := slices.Index(names, string(b))
+	if i < 0 {
+		return fmt.Errorf("unknown %s %q", what, b)
+	}
+	*v = T(i)
+	return nil
 }
 
 // State returns where the session is in its life.
