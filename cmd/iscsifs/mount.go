@@ -215,113 +215,159 @@ func mountAction(c *cli.Context) (err error) {
 		defer f.Close()
 		c.App.ErrWriter = f
 	}
+	plan, err := planMount(c)
+	if err != nil {
+		return err
+	}
+	ready.log = plan.log
+	if ready.pipe != nil {
+		plan.out = ready // with -d the waiting parent prints the devices
+	}
+	return plan.execute(ready)
+}
+
+// mountPlan is what a mount is asked to do, checked before any login.
+type mountPlan struct {
+	url        *initiator.URL
+	mountpoint string
+	log        zerolog.Logger
+	cfg        initiator.Config
+	copts      cache.Options
+	memLimit   int64
+	multipath  *multipathSpec
+	readOnly   bool
+	allowOther bool
+	attach     bool
+	metrics    string    // --metrics-addr
+	cpuprofile string    // --cpuprofile
+	out        io.Writer // the device lines of --attach
+}
+
+// planMount reads the arguments and flags and checks what can be checked
+// without the target: a busy or missing mountpoint, a log on a file system
+// we would serve, --attach without loop devices, bad sizes.
+func planMount(c *cli.Context) (*mountPlan, error) {
 	if c.NArg() != 2 {
-		return fmt.Errorf("mount: want two arguments, URL and MOUNTPOINT")
+		return nil, fmt.Errorf("mount: want two arguments, URL and MOUNTPOINT")
 	}
 	u, err := initiator.ParseURL(c.Args().Get(0))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Check the mountpoint before logging in: a busy or missing mountpoint
 	// then fails at once, and with its own error rather than a login's.
-	mountpoint := c.Args().Get(1)
-	if _, err := fusefs.CheckMountpoint(mountpoint); err != nil {
-		return err
+	p := &mountPlan{url: u, mountpoint: c.Args().Get(1), readOnly: c.Bool("read-only"), allowOther: c.Bool("allow-other"),
+		attach: c.Bool("attach"), metrics: c.String("metrics-addr"), cpuprofile: c.String("cpuprofile"), out: c.App.Writer}
+	if _, err := fusefs.CheckMountpoint(p.mountpoint); err != nil {
+		return nil, err
 	}
 	for fd, what := range map[int]string{1: "standard output", 2: "the log (standard error)"} {
 		if err := checkLogTarget(fd, what); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if c.Bool("attach") {
+	if p.attach {
 		if err := loopdev.Available(); err != nil {
-			return fmt.Errorf("--attach: %w", err)
+			return nil, fmt.Errorf("--attach: %w", err)
 		}
 	}
-	log, cfg, err := prepare(c, u)
-	if err != nil {
-		return err
+	if p.log, p.cfg, err = prepare(c, u); err != nil {
+		return nil, err
 	}
-	becomeIOFlusher(log)
-	ready.log = log
-	cfg.QueueDepth = c.Int("queue-depth")
-	copts, err := cacheOptions(c, log)
-	if err != nil {
-		return err
+	p.cfg.QueueDepth = c.Int("queue-depth")
+	if p.copts, err = cacheOptions(c, p.log); err != nil {
+		return nil, err
 	}
+	if p.memLimit, err = memoryLimitFlag(c); err != nil {
+		return nil, err
+	}
+	if p.multipath, err = multipathPlan(c, u, p.cfg); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// execute logs in, mounts, attaches and serves until a signal or an
+// unmount from outside; its error is the report: what failed to set up, or
+// what could not be flushed at the end.
+func (p *mountPlan) execute(ready *readiness) error {
+	becomeIOFlusher(p.log)
 	signals := subscribeSignals()
 	defer signals.stop()
-	ctx := signals.ctx
-
-	memLimit, err := memoryLimitFlag(c)
-	if err != nil {
-		return err
-	}
-	stopProfile, err := startCPUProfile(c.String("cpuprofile"))
+	stopProfile, err := startCPUProfile(p.cpuprofile)
 	if err != nil {
 		return err
 	}
 	defer stopProfile()
-	mp, err := multipathPlan(c, u, cfg)
+	m := &mounted{url: p.url, cfg: p.cfg, multipath: p.multipath, copts: p.copts, readOnly: p.readOnly, memLimit: p.memLimit, log: p.log}
+	defer m.close()
+	srv, err := p.setUp(signals.ctx, m)
 	if err != nil {
 		return err
 	}
-	m := &mounted{url: u, cfg: cfg, multipath: mp, copts: copts, readOnly: c.Bool("read-only"), memLimit: memLimit, log: log}
-	defer m.close()
+	mctx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	if p.metrics != "" {
+		if err := serveMetrics(mctx, p.metrics, m, p.log); err != nil {
+			p.log.Error().Err(err).Msg("metrics server")
+			_ = srv.Unmount()
+			return fmt.Errorf("--metrics-addr %s: %w", p.metrics, err)
+		}
+	}
+	p.serve(signals, m, srv, ready)
+	return m.close()
+}
+
+// setUp opens the LUNs, mounts the file tree and attaches the devices.
+func (p *mountPlan) setUp(ctx context.Context, m *mounted) (*fusefs.Server, error) {
 	entries, lazy, err := m.open(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			// A signal, not the target: say so rather than "timed out".
-			return fmt.Errorf("mount: stopped by %v while logging in to %s", context.Cause(ctx), u)
+			return nil, fmt.Errorf("mount: stopped by %v while logging in to %s", context.Cause(ctx), p.url)
 		}
-		return err
+		return nil, err
 	}
 	if len(entries) == 0 && len(lazy) == 0 {
-		return fmt.Errorf("mount: %s has no direct-access (disk) LUNs", u)
+		return nil, fmt.Errorf("mount: %s has no direct-access (disk) LUNs", p.url)
 	}
-	srv, err := fusefs.Mount(mountpoint, entries, fusefs.Options{
-		AllowOther:   c.Bool("allow-other"),
-		ReadOnly:     c.Bool("read-only"),
-		Logger:       slogTo(log),
+	srv, err := fusefs.Mount(p.mountpoint, entries, fusefs.Options{
+		AllowOther:   p.allowOther,
+		ReadOnly:     p.readOnly,
+		Logger:       slogTo(p.log),
 		FSName:       "iscsifs",
 		ErrnoMappers: errnoMappers,
 		StatusFiles:  m.statusFiles(),
 		LazyDirs:     lazy,
 	})
 	if err != nil {
-		return err // names the mountpoint
+		return nil, err // names the mountpoint
 	}
 	addFUSEReaderProcs()
-	if c.Bool("attach") {
-		var out io.Writer = c.App.Writer
-		if ready.pipe != nil {
-			out = ready // the waiting parent prints them
-		}
-		m.devs = newDevices(srv.Dir(), c.Bool("read-only"), log, out)
+	if p.attach {
+		m.devs = newDevices(srv.Dir(), p.readOnly, p.log, p.out)
 	}
 	m.srv.Store(srv)
-	log.Info().Str("mountpoint", srv.Dir()).Int("files", len(entries)).Int("targets_on_first_use", len(lazy)).Msg("serving")
+	p.log.Info().Str("mountpoint", srv.Dir()).Int("files", len(entries)).Int("targets_on_first_use", len(lazy)).Msg("serving")
 	if m.devs != nil {
 		if err := m.attachAll(lazy); err != nil {
 			m.flush()
 			if uerr := unmountRetry(srv); uerr != nil { // the detached devices let go of their files asynchronously
-				lazyUnmount(mountpoint)
+				lazyUnmount(p.mountpoint)
 			}
-			return err
+			return nil, err
 		}
 	}
 	go m.rates.run(ctx, m)
-	if addr := c.String("metrics-addr"); addr != "" {
-		mctx, stopMetrics := context.WithCancel(context.Background())
-		defer stopMetrics()
-		if err := serveMetrics(mctx, addr, m, log); err != nil {
-			log.Error().Err(err).Msg("metrics server")
-			_ = srv.Unmount()
-			return fmt.Errorf("--metrics-addr %s: %w", addr, err)
-		}
-	}
+	return srv, nil
+}
 
-	// Serve until a signal or an unmount from outside.
+// serve reports readiness and serves until a signal (flush, detach,
+// unmount) or an unmount from outside; it returns once the file system is
+// unmounted.
+func (p *mountPlan) serve(signals *mountSignals, m *mounted, srv *fusefs.Server, ready *readiness) {
+	log := p.log
+	ctx := signals.ctx
 	sigs := signals.serve()
 	ready.ready()
 	defer ready.stopping()
@@ -343,7 +389,7 @@ func mountAction(c *cli.Context) (err error) {
 		m.flush()
 		if err := unmountRetry(srv); err != nil {
 			log.Warn().Err(err).Msg("unmount (retrying lazily)")
-			lazyUnmount(mountpoint)
+			lazyUnmount(p.mountpoint)
 		}
 		<-unmounted
 	case <-detached:
@@ -354,7 +400,6 @@ func mountAction(c *cli.Context) (err error) {
 	case <-unmounted:
 		log.Info().Msg("unmounted from outside; flushing")
 	}
-	return m.close()
 }
 
 // releaseDevices waits until no file system uses our devices (the daemon
