@@ -40,6 +40,12 @@ func (e *LoginError) IsAuthFailure() bool {
 	return e.Class == pdu.LoginStatusInitiatorError && (e.Detail == 0x01 || e.Detail == 0x02) || e.auth
 }
 
+// IsTargetNotFound reports a target the portal does not have (02/03 not
+// found, 02/04 removed).
+func (e *LoginError) IsTargetNotFound() bool {
+	return e.Class == pdu.LoginStatusInitiatorError && (e.Detail == 0x03 || e.Detail == 0x04)
+}
+
 // LoginStatusText turns a Status-Class/Detail pair into words.
 func LoginStatusText(class, detail uint8) string {
 	switch class {

@@ -709,8 +709,8 @@ var errnoMappers = []fusefs.ErrnoMapper{
 		return syscall.EACCES, errors.As(err, &le) && le.IsAuthFailure()
 	},
 	func(err error) (syscall.Errno, bool) {
-		var le *initiator.LoginError // target not found (02/03) or removed (02/04)
-		return syscall.ENOENT, errors.As(err, &le) && le.Class == 2 && (le.Detail == 3 || le.Detail == 4)
+		var le *initiator.LoginError
+		return syscall.ENOENT, errors.As(err, &le) && le.IsTargetNotFound()
 	},
 }
 
