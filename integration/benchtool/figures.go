@@ -56,6 +56,7 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 			if res[i].err != nil || b.ctx.Err() != nil {
 				continue
 			}
+			before := sampleCPU(b.tg.PID())
 			v, err := cs[i].run(b.ctx)
 			if err != nil {
 				res[i].err = err
@@ -63,7 +64,7 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 				continue
 			}
 			res[i].runs = append(res[i].runs, v)
-			logf("figure %s run %d: %-22s %10.1f %s", fig, round+1, cs[i].name, v, unit)
+			logf("figure %s run %d: %-22s %10.1f %s  (%s)", fig, round+1, cs[i].name, v, unit, sampleCPU(b.tg.PID()).since(before))
 		}
 	}
 	if err := b.ctx.Err(); err != nil {
