@@ -137,7 +137,7 @@ func (s *Session) currentALUA() ALUAState { return ALUAState(s.alua.cur.Load()) 
 // setPathALUALocked records p's state (s.mu held).
 func (s *Session) setPathALUALocked(p *sessionPath, st ALUAState) {
 	if p.alua != st {
-		s.log.Info("path ALUA state", "path", p.portal, "from", p.alua, "to", st)
+		s.logger().Info("path ALUA state", "path", p.portal, "from", p.alua, "to", st)
 		p.alua = st
 	}
 	if p.portal == s.portal {
@@ -231,7 +231,7 @@ func (s *Session) learnALUA(ctx context.Context) {
 	}
 	groups, err := s.reportTPGs(ctx, exec, l.lun)
 	if err != nil {
-		s.log.Debug("REPORT TARGET PORT GROUPS failed; ALUA states unchanged", "path", c.portal, "err", err)
+		s.logger().Debug("REPORT TARGET PORT GROUPS failed; ALUA states unchanged", "path", c.portal, "err", err)
 		return
 	}
 	if !port.HasGroup && port.HasRelativePort {
@@ -329,7 +329,7 @@ func (s *Session) leaveIdlePath(c *conn) {
 	}
 	s.mu.Unlock()
 	if to != "" {
-		s.log.Info("path does not serve I/O in its ALUA state; moving to another path", "path", c.portal, "alua", st, "to", to)
+		s.logger().Info("path does not serve I/O in its ALUA state; moving to another path", "path", c.portal, "alua", st, "to", to)
 		c.fail(errALUAMove)
 	}
 }

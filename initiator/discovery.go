@@ -37,7 +37,7 @@ func Discover(ctx context.Context, portal string, cfg Config) ([]DiscoveredTarge
 		return nil, fmt.Errorf("discovery at %s: %w", portal, err)
 	}
 	if closeErr != nil {
-		s.log.Debug("discovery logout", "err", closeErr)
+		s.logger().Debug("discovery logout", "err", closeErr)
 	}
 	return parseSendTargets(kvs, s.Portal())
 }

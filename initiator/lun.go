@@ -64,7 +64,7 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 			if ua > maxUnitAttentionRetries {
 				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
 			}
-			s.log.Debug("unit attention", "lun", lun, "sense", serr.Sense.String())
+			s.logger().Debug("unit attention", "lun", lun, "sense", serr.Sense.String())
 			if errors.Is(serr, scsi.ErrCapacityChanged) {
 				s.capacityChanged(lun)
 			}
@@ -232,7 +232,7 @@ func (l *LUN) readVPD(ctx context.Context) error {
 	b, err := s.vpd(ctx, l.lun, scsi.VPDSupportedPages)
 	if err != nil {
 		// VPD is optional (SPC-2 devices): work without it.
-		s.log.Debug("no VPD pages", "err", err)
+		s.logger().Debug("no VPD pages", "err", err)
 		return nil
 	}
 	pages, err := scsi.ParseSupportedVPDPages(b)
@@ -248,7 +248,7 @@ func (l *LUN) readVPD(ctx context.Context) error {
 		}
 		b, err := s.vpd(ctx, l.lun, p)
 		if err != nil {
-			s.log.Debug("VPD page listed but not readable", "err", err, "page", p)
+			s.logger().Debug("VPD page listed but not readable", "err", err, "page", p)
 			continue
 		}
 		switch p {
@@ -322,7 +322,7 @@ func (l *LUN) readModeSense(ctx context.Context) {
 		}
 	}
 	if err != nil {
-		s.log.Debug("MODE SENSE not supported", "err", err, "lun", l.lun)
+		s.logger().Debug("MODE SENSE not supported", "err", err, "lun", l.lun)
 		l.writeCache.Store(true)
 		return
 	}
@@ -333,7 +333,7 @@ func (l *LUN) readModeSense(ctx context.Context) {
 	if known := l.modeKnown.Swap(true); changed && known {
 		level = slog.LevelInfo // a change after open
 	}
-	s.log.Log(context.Background(), level, "LUN mode parameters", "lun", l.lun, "write_protected", mp.WriteProtected, "write_cache", wce)
+	s.logger().Log(context.Background(), level, "LUN mode parameters", "lun", l.lun, "write_protected", mp.WriteProtected, "write_cache", wce)
 }
 
 // transferLimit is the largest single READ/WRITE: MaxBurstLength (so a
@@ -383,14 +383,14 @@ func (l *LUN) refreshCapacity(ctx context.Context) {
 	defer l.refreshMu.Unlock()
 	before := l.Size()
 	if err := l.readCapacity(ctx); err != nil {
-		l.s.log.Warn("re-reading capacity after a capacity change", "err", err, "lun", l.lun)
+		l.s.logger().Warn("re-reading capacity after a capacity change", "err", err, "lun", l.lun)
 		return
 	}
 	after := l.Size()
 	if after == before {
 		return
 	}
-	l.s.log.Info("LUN capacity changed", "lun", l.lun, "from", before, "to", after)
+	l.s.logger().Info("LUN capacity changed", "lun", l.lun, "from", before, "to", after)
 	l.resizeMu.Lock()
 	f := l.onResize
 	l.resizeMu.Unlock()

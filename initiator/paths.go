@@ -184,7 +184,7 @@ func (s *Session) connectAnyPath(ctx context.Context, check bool) (*conn, *sessi
 			return c, p, nil
 		}
 		if errors.Is(err, ErrDeviceChanged) {
-			s.log.Warn("path leads to another logical unit; never using it", "path", p.portal, "err", err)
+			s.logger().Warn("path leads to another logical unit; never using it", "path", p.portal, "err", err)
 			wrongLU = err
 			continue
 		}
@@ -213,9 +213,10 @@ func (s *Session) usePathLocked(p *sessionPath) {
 	}
 	p.state = PathActive
 	if p.portal != s.portal {
-		s.log.Warn("failed over to another path", "from", s.portal, "to", p.portal)
+		s.logger().Warn("failed over to another path", "from", s.portal, "to", p.portal)
 		s.portal = p.portal
 	}
+	s.logPortal.Store(&p.portal)
 	s.alua.cur.Store(int32(p.alua))
 }
 
@@ -254,7 +255,7 @@ func (s *Session) learnPaths(ctx context.Context, known []string) {
 		wg.Go(func() {
 			targets, err := Discover(ctx, portal, cfg)
 			if err != nil {
-				s.log.Debug("discovery of the target's portals failed", "path", portal, "err", err)
+				s.logger().Debug("discovery of the target's portals failed", "path", portal, "err", err)
 				return
 			}
 			for _, t := range targets {
@@ -278,7 +279,7 @@ func (s *Session) learnPaths(ctx context.Context, known []string) {
 			continue
 		}
 		s.paths = append(s.paths, &sessionPath{portal: addr, state: PathStandby})
-		s.log.Info("target lists another portal; using it for failover", "path", addr, "portal_group", p.Group)
+		s.logger().Info("target lists another portal; using it for failover", "path", addr, "portal_group", p.Group)
 	}
 }
 
@@ -330,7 +331,7 @@ func (s *Session) probePaths(ctx context.Context) {
 			s.mu.Lock()
 			if p.state == PathFailed {
 				p.state = PathStandby
-				s.log.Info("path answers again; standby for failover", "path", p.portal)
+				s.logger().Info("path answers again; standby for failover", "path", p.portal)
 			}
 			s.mu.Unlock()
 		}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -284,6 +286,45 @@ func TestMultipathPathJoins(t *testing.T) {
 	got := m.Paths()
 	if len(got) != 2 || got[1].Portal != p2 || got[1].State != PathActive || got[1].Commands == 0 {
 		t.Errorf("paths after the join: %+v", got)
+	}
+}
+
+// TestFailoverLogNamesNewPortal: once the session has failed over, its log
+// lines name the portal now in use, not the one it was opened with.
+func TestFailoverLogNamesNewPortal(t *testing.T) {
+	checkNoLeak(t)
+	ft, p1, p2 := twoPortalTarget(t, 1<<20, "lu-1")
+	logs := &logBuffer{}
+	cfg := fakeConfig(t)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg.Portals = []string{p2}
+	cfg.ReplacementTimeout = 20 * time.Second
+	ctx := context.Background()
+	s, err := Login(ctx, p1, "iqn.2026-11.test:fake", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	l, err := s.OpenLUN(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft.ln.Close()
+	ft.dropPortal(p1)
+	if _, err := l.ReadAtContext(ctx, make([]byte, 512), 0); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for line := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(line, "session re-established") {
+			found = true
+			if !strings.Contains(line, "portal="+p2) || strings.Contains(line, "portal="+p1) {
+				t.Errorf("after failover to %s: %s", p2, line)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no re-established line in:\n%s", logs.String())
 	}
 }
 

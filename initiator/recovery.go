@@ -206,9 +206,9 @@ func (s *Session) connDead(c *conn, cause error) {
 	s.mu.Unlock()
 	var planned *asyncDropError
 	if errors.As(cause, &planned) {
-		s.log.Info("connection ended on an asynchronous message from the target; logging in again", "err", cause)
+		s.logger().Info("connection ended on an asynchronous message from the target; logging in again", "err", cause)
 	} else {
-		s.log.Warn("connection lost; reconnecting", "err", cause)
+		s.logger().Warn("connection lost; reconnecting", "err", cause)
 	}
 	// Refused only when Close came in between: then nothing is to recover.
 	s.goroutine(func(ctx context.Context) { s.recoverLoop(ctx, c, cause) })
@@ -225,7 +225,7 @@ func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 	var planned *asyncDropError
 	if errors.As(cause, &planned) && planned.time2Wait > 0 {
 		delay = time.Until(planned.at.Add(planned.time2Wait))
-		s.log.Info("waiting Time2Wait before logging in again, as the target asked", "time2wait", planned.time2Wait)
+		s.logger().Info("waiting Time2Wait before logging in again, as the target asked", "time2wait", planned.time2Wait)
 	}
 	// The replacement timeout runs in a goroutine of its own, so that it
 	// also expires while a login attempt hangs on a silent portal, not only
@@ -278,19 +278,19 @@ func (s *Session) recoverLoop(ctx context.Context, dead *conn, cause error) {
 				c.close(ErrSessionClosed)
 				return
 			}
-			s.log.Info("session re-established", "attempt", attempt, "after", time.Since(since).Round(time.Millisecond))
+			s.logger().Info("session re-established", "attempt", attempt, "after", time.Since(since).Round(time.Millisecond))
 			s.recheckLUNs()
 			return
 		}
 		lastMu.Lock()
 		last = err
 		lastMu.Unlock()
-		s.log.Warn("reconnect failed", "err", err, "attempt", attempt)
+		s.logger().Warn("reconnect failed", "err", err, "attempt", attempt)
 		if refusesReinstatement(err) && !newISID {
 			// The target will not reinstate this session: start a new one.
 			newISID = true
 			s.freshISID()
-			s.log.Info("target refused to reinstate the session; logging in with a new ISID")
+			s.logger().Info("target refused to reinstate the session; logging in with a new ISID")
 			delay, backoff = 0, 0
 		}
 		if errors.Is(err, ErrDeviceChanged) {
@@ -317,7 +317,7 @@ func (s *Session) markUnavailable(since time.Time, cause, last error) {
 	s.unavailable = &SessionUnavailableError{Target: s.target, Portal: s.portal, Since: since, Cause: cause, Last: last}
 	s.broadcastLocked()
 	s.mu.Unlock()
-	s.log.Error("session unavailable: replacement timeout passed; I/O fails until the target is back", "err", cause)
+	s.logger().Error("session unavailable: replacement timeout passed; I/O fails until the target is back", "err", cause)
 }
 
 // revalidate runs on a fresh connection before it is installed: it absorbs
@@ -393,7 +393,7 @@ func (s *Session) asyncSense(lun uint64, b []byte) {
 	if err != nil {
 		return
 	}
-	s.log.Info("asynchronous event", "lun", lun, "sense", sense.String())
+	s.logger().Info("asynchronous event", "lun", lun, "sense", sense.String())
 	ua := &scsi.StatusError{Status: scsi.StatusCheckCondition, Sense: &sense}
 	if errors.Is(ua, scsi.ErrCapacityChanged) {
 		s.capacityChanged(lun)

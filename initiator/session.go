@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iscsifs/iscsifs/initiator/pdu"
@@ -110,7 +111,8 @@ type Session struct {
 	target    string
 	discovery bool
 	isid      [6]byte
-	log       *slog.Logger
+	log       *slog.Logger // with the target; logger adds the portal in use
+	logPortal atomic.Pointer[string]
 	queue     *queueLimit
 
 	// g starts the session's own goroutines (recovery, LUN refreshes); bg
@@ -156,7 +158,7 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 		target:    target,
 		discovery: discovery,
 		portal:    portal,
-		log:       cfg.Logger.With("portal", portal, "target", target),
+		log:       cfg.Logger.With("target", target),
 		queue:     newQueueLimit(cfg.QueueDepth),
 		tpgt:      -1,
 		changed:   make(chan struct{}),
@@ -192,6 +194,15 @@ func open(ctx context.Context, portal, target string, discovery bool, cfg Config
 	return s, nil
 }
 
+// logger is the session's logger with the portal in use now, which
+// changes on failover (a logger made once would name the first portal).
+func (s *Session) logger() *slog.Logger {
+	if p := s.logPortal.Load(); p != nil {
+		return s.log.With("portal", *p)
+	}
+	return s.log
+}
+
 // goroutine runs f in a goroutine that Close cancels (through ctx) and
 // waits for. Once the session is closed it runs nothing and returns false.
 func (s *Session) goroutine(f func(ctx context.Context)) bool {
@@ -212,7 +223,7 @@ func (s *Session) connect(ctx context.Context, portal string) (*conn, error) {
 		switch {
 		case err == nil:
 			if portal != start {
-				s.log.Info("login redirected", "from", start, "to", portal)
+				s.logger().Info("login redirected", "from", start, "to", portal)
 			}
 			return c, nil
 		case errors.As(err, &rd):
@@ -237,7 +248,7 @@ func (s *Session) connect(ctx context.Context, portal string) (*conn, error) {
 		case !fellBack && errors.As(err, &le) && le.Class == pdu.LoginStatusInitiatorError && !slices.Equal(algs, []CHAPAlgorithm{CHAPMD5}) && slices.Contains(algs, CHAPMD5) && s.cfg.Credentials.User != "":
 			// Targets that number CHAP_A differently (tgt: 7 = SHA-1) or that
 			// reject any list but "5" fail here; MD5 alone is understood by all.
-			s.log.Info("CHAP login failed with the preferred algorithms; retrying with MD5 alone", "err", err)
+			s.logger().Info("CHAP login failed with the preferred algorithms; retrying with MD5 alone", "err", err)
 			algs = []CHAPAlgorithm{CHAPMD5}
 			fellBack = true
 		default:
@@ -249,7 +260,7 @@ func (s *Session) connect(ctx context.Context, portal string) (*conn, error) {
 func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlgorithm) (*conn, error) {
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.LoginTimeout)
 	defer cancel()
-	s.log.Debug("connecting", "to", portal, "discovery", s.discovery)
+	s.logger().Debug("connecting", "to", portal, "discovery", s.discovery)
 	nc, err := s.cfg.Dial(lctx, "tcp", portal)
 	if err != nil {
 		what := "login to " + s.target
@@ -278,7 +289,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 		creds:      s.cfg.Credentials,
 		algorithms: algs,
 		neg:        s.cfg.Negotiation,
-		log:        s.log,
+		log:        s.log.With("portal", portal),
 	})
 	if err != nil {
 		_ = nc.Close()
@@ -291,7 +302,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	s.tpgt = res.tpgt
 	s.alias = res.alias
 	s.mu.Unlock()
-	c := newConn(portal, nc, r, st, s.discovery, s.log)
+	c := newConn(portal, nc, r, st, s.discovery, s.log.With("portal", portal))
 	if !s.discovery {
 		c.onDead = s.connDead
 		c.onSense = s.asyncSense
@@ -303,7 +314,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 		ka.interval = 0
 	}
 	c.start(ka)
-	s.log.Debug("logged in", "max_recv_data_segment", st.params.MaxRecvDataSegmentLength, "target_max_recv_data_segment", st.params.TargetMaxRecvDataSegmentLength, "max_burst", st.params.MaxBurstLength, "first_burst", st.params.FirstBurstLength, "initial_r2t", st.params.InitialR2T, "immediate_data", st.params.ImmediateData, "header_digest", st.params.HeaderDigest, "data_digest", st.params.DataDigest)
+	s.logger().Debug("logged in", "max_recv_data_segment", st.params.MaxRecvDataSegmentLength, "target_max_recv_data_segment", st.params.TargetMaxRecvDataSegmentLength, "max_burst", st.params.MaxBurstLength, "first_burst", st.params.FirstBurstLength, "initial_r2t", st.params.InitialR2T, "immediate_data", st.params.ImmediateData, "header_digest", st.params.HeaderDigest, "data_digest", st.params.DataDigest)
 	return c, nil
 }
 
@@ -387,11 +398,11 @@ func (s *Session) Execute(ctx context.Context, cmd *Command) (*Response, error) 
 				if s.queue.warnNow() {
 					level = slog.LevelWarn
 				}
-				s.log.Log(context.Background(), level, "the target's task set is full: fewer commands in flight", "queue_depth", d)
+				s.logger().Log(context.Background(), level, "the target's task set is full: fewer commands in flight", "queue_depth", d)
 			}
 		case scsi.StatusGood, scsi.StatusConditionMet:
 			if d := s.queue.succeeded(); d > 0 {
-				s.log.Debug("queue depth raised", "queue_depth", d)
+				s.logger().Debug("queue depth raised", "queue_depth", d)
 			}
 		}
 	}
