@@ -143,7 +143,12 @@ func TestPathList(t *testing.T) {
 // twoPathSession logs in at p1 with p2 as the other path and opens LUN 0.
 func twoPathSession(t *testing.T, p1, p2 string) (*Session, *LUN) {
 	t.Helper()
-	cfg := fakeConfig(t)
+	return twoPathSessionWith(t, p1, p2, fakeConfig(t))
+}
+
+// twoPathSessionWith is twoPathSession with cfg as the base configuration.
+func twoPathSessionWith(t *testing.T, p1, p2 string, cfg Config) (*Session, *LUN) {
+	t.Helper()
 	cfg.Portals = []string{p2}
 	cfg.ReplacementTimeout = 20 * time.Second
 	ctx := context.Background()
@@ -297,18 +302,8 @@ func TestFailoverLogNamesNewPortal(t *testing.T) {
 	logs := &logBuffer{}
 	cfg := fakeConfig(t)
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg.Portals = []string{p2}
-	cfg.ReplacementTimeout = 20 * time.Second
+	_, l := twoPathSessionWith(t, p1, p2, cfg)
 	ctx := context.Background()
-	s, err := Login(ctx, p1, "iqn.2026-11.test:fake", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(ctx)
-	l, err := s.OpenLUN(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ft.ln.Close()
 	ft.dropPortal(p1)
 	if _, err := l.ReadAtContext(ctx, make([]byte, 512), 0); err != nil {
