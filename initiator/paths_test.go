@@ -255,14 +255,7 @@ func TestPathsFromEveryPortal(t *testing.T) {
 func TestMultipathPathJoins(t *testing.T) {
 	fastProbes(t)
 	checkNoLeak(t)
-	ft := newFakeTarget(t, 1<<20)
-	p1 := ft.start()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2 := ln.Addr().String()
-	ln.Close() // nothing listens on p2 yet
+	ft, p1, p2 := targetAndDeadPortal(t)
 	ctx := context.Background()
 	m, err := OpenMultipath(ctx, "iqn.2026-11.test:fake", []string{p1, p2}, 0, fakeConfig(t), SelectRoundRobin)
 	if err != nil {
@@ -321,6 +314,62 @@ func TestFailoverLogNamesNewPortal(t *testing.T) {
 	if !found {
 		t.Errorf("no re-established line in:\n%s", logs.String())
 	}
+}
+
+// TestMultipathCloseDuringJoin: Close while a left-out path's login hangs
+// (the portal, refusing at open, now accepts connections and never
+// answers) returns at once and leaves no goroutine behind.
+func TestMultipathCloseDuringJoin(t *testing.T) {
+	fastProbes(t)
+	checkNoLeak(t)
+	_, p1, p2 := targetAndDeadPortal(t)
+	cfg := fakeConfig(t)
+	cfg.LoginTimeout = 30 * time.Second
+	m, err := OpenMultipath(context.Background(), "iqn.2026-11.test:fake", []string{p1, p2}, 0, cfg, SelectQueueLength)
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent, err := net.Listen("tcp", p2)
+	if err != nil {
+		m.Close()
+		t.Skipf("port %s taken meanwhile: %v", p2, err)
+	}
+	defer silent.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := silent.Accept(); err == nil {
+			accepted <- c // read nothing, answer nothing
+		}
+	}()
+	select {
+	case c := <-accepted: // the retry is in its login now
+		defer c.Close()
+	case <-time.After(5 * time.Second):
+		m.Close()
+		t.Fatal("the left-out path was not tried again")
+	}
+	start := time.Now()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v while a path's login hung", d)
+	}
+}
+
+// targetAndDeadPortal starts a 1 MiB fake target and returns it, its
+// portal, and an address where nothing listens (yet).
+func targetAndDeadPortal(t *testing.T) (*fakeTarget, string, string) {
+	t.Helper()
+	ft := newFakeTarget(t, 1<<20)
+	p1 := ft.start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2 := ln.Addr().String()
+	ln.Close()
+	return ft, p1, p2
 }
 
 // fastProbes makes failed paths be tried every 50 ms during the test.
