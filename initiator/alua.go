@@ -179,6 +179,9 @@ func (s *Session) aluaLUN() *LUN {
 // aluaChanged re-reads the ALUA states in the background. Calls while a
 // refresh runs make it run once more, not once each.
 func (s *Session) aluaChanged() {
+	if s.aluaLUN() == nil {
+		return // no LUN with ALUA (tgt, istgt): nothing to learn
+	}
 	a := &s.alua
 	a.mu.Lock()
 	if a.running {
@@ -346,11 +349,16 @@ func (s *Session) aluaCanMove() bool {
 // (on the path the session moves to, or the same one once its state
 // changes), up to maxNotReadyWait.
 func (s *Session) doALUA(ctx context.Context, lun uint64, cdb, read, write []byte) (int, error) {
-	start := time.Now()
+	var start time.Time // of the first refusal: no clock read on the usual path
 	backoff := 10 * time.Millisecond
 	for {
 		n, err := s.do(ctx, s.Execute, lun, cdb, read, write)
-		if err == nil || aluaNotReady(err) == ALUAUnknown || !s.aluaCanMove() || time.Since(start) > maxNotReadyWait {
+		if err == nil || aluaNotReady(err) == ALUAUnknown || !s.aluaCanMove() {
+			return n, err
+		}
+		if start.IsZero() {
+			start = time.Now()
+		} else if time.Since(start) > maxNotReadyWait {
 			return n, err
 		}
 		select {

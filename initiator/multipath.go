@@ -73,8 +73,8 @@ type MultipathLUN struct {
 	missing  []*mpMissing
 	onResize func(int64) // OnResize's f, for paths that join later
 	resizeMu sync.Mutex  // one resize report at a time
-	stop     chan struct{}
-	bg       sync.WaitGroup
+	stopJoin context.CancelFunc
+	bg       sync.WaitGroup // joinLoop
 }
 
 // mpMissing is a portal that has no working session yet.
@@ -107,7 +107,7 @@ func OpenMultipath(ctx context.Context, target string, portals []string, lun uin
 		return nil, errors.New("multipath: no portal given")
 	}
 	full := cfg.withDefaults()
-	m := &MultipathLUN{sel: sel, wait: max(full.ReplacementTimeout, 0), target: target, lun: lun, log: full.Logger, stop: make(chan struct{})}
+	m := &MultipathLUN{sel: sel, wait: max(full.ReplacementTimeout, 0), target: target, lun: lun, log: full.Logger, stopJoin: func() {}}
 	m.pathCfg = cfg
 	m.pathCfg.Portals, m.pathCfg.DiscoverPortals = nil, false
 	m.pathCfg.ReplacementTimeout = -1
@@ -144,8 +144,9 @@ func OpenMultipath(ctx context.Context, target string, portals []string, lun uin
 	m.sizeNow.Store(paths[0].l.Size())
 	m.blockSize = paths[0].l.BlockSize()
 	if slices.ContainsFunc(m.missing, func(mm *mpMissing) bool { return mm.state == PathFailed }) {
-		m.bg.Add(1)
-		go m.joinLoop()
+		var joinCtx context.Context
+		joinCtx, m.stopJoin = context.WithCancel(context.Background())
+		m.bg.Go(func() { m.joinLoop(joinCtx) })
 	}
 	return m, nil
 }
@@ -171,18 +172,8 @@ func (m *MultipathLUN) openPath(ctx context.Context, portal string, first *LUN) 
 
 // joinLoop tries the paths left out at open again every pathProbeInterval
 // and adds those that log in and reach the same LU, until none is left or
-// Close.
-func (m *MultipathLUN) joinLoop() {
-	defer m.bg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-m.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+// Close cancels ctx.
+func (m *MultipathLUN) joinLoop(ctx context.Context) {
 	probeEvery(ctx, func() bool {
 		m.mu.Lock()
 		todo := slices.DeleteFunc(slices.Clone(m.missing), func(mm *mpMissing) bool { return mm.state != PathFailed })
@@ -324,7 +315,7 @@ func (m *MultipathLUN) SyncContext(ctx context.Context) error {
 func (m *MultipathLUN) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
-		close(m.stop)
+		m.stopJoin()
 		m.bg.Wait() // no path joins after this
 		for _, p := range m.list() {
 			err = errors.Join(err, p.s.Close(context.Background()))

@@ -108,6 +108,19 @@ func TestFailover(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Log lines after the failover name the portal in use.
+	reestablished := 0
+	for line := range strings.SplitSeq(m.output(), "\n") {
+		if strings.Contains(line, "session re-established") {
+			reestablished++
+			if !strings.Contains(line, `"portal":"`+second+`"`) {
+				t.Errorf("after the failover to %s: %s", second, line)
+			}
+		}
+	}
+	if reestablished == 0 {
+		t.Errorf("no re-established session in the log:\n%s", mntTail(m.output(), 4<<10))
+	}
 	if !strings.Contains(m.output(), "failed over to another path") {
 		t.Errorf("no failover in the log:\n%s", mntTail(m.output(), 4<<10))
 	}
@@ -211,6 +224,46 @@ func TestMultipathTGT(t *testing.T) {
 	}
 	if got := m.Paths(); got[0].State != initiator.PathFailed || got[1].State != initiator.PathActive {
 		t.Errorf("paths after the first portal went: %+v", got)
+	}
+}
+
+// TestMultipathJoinTGT: a portal of tgtd that does not exist yet when a
+// multipath LUN opens is left out, and joins once tgtd listens on it
+// (tried every 5 s); reads then go down both paths.
+func TestMultipathJoinTGT(t *testing.T) {
+	const iqn = "iqn.2026-12.lab:mpjoin"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 8 << 20, Fill: "random"}}})
+	second := fmt.Sprintf("127.0.0.2:%d", tg.Port)
+	m, err := initiator.OpenMultipath(ctxFor(t, 30*time.Second), iqn, []string{tg.Portal, second}, 1, testConfig(t), initiator.SelectRoundRobin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got := m.Paths(); len(got) != 2 || got[1].State != initiator.PathFailed {
+		t.Fatalf("paths before the second portal exists: %+v", got)
+	}
+	addPortal(t, tg)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(m.Sessions()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second path did not join: %+v", m.Paths())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	want, err := os.ReadFile(tg.BackingFile(iqn, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	for off := int64(0); off < int64(len(want)); off += int64(len(buf)) {
+		if _, err := m.ReadAtContext(ctxFor(t, 30*time.Second), buf, off); err != nil || !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: %v (or other bytes than the backing file)", off, err)
+		}
+	}
+	for _, p := range m.Paths() {
+		if p.State != initiator.PathActive || p.Commands == 0 {
+			t.Errorf("path %s: %s, %d commands", p.Portal, p.State, p.Commands)
+		}
 	}
 }
 

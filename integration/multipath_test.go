@@ -19,6 +19,11 @@ func TestMountMultipath(t *testing.T) {
 	const iqn = "iqn.2026-12.lab:mpmount"
 	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 64 << 20}}})
 	first, second := tg.Portal, addPortal(t, tg)
+	// A URL without a LUN would give the target a session per LUN and path.
+	r := runCLI(t, nil, "mount", "--multipath", "--portal", second, "iscsi://"+first+"/"+iqn, t.TempDir())
+	if r.code == 0 || !strings.Contains(r.stderr, "names a target and a LUN") {
+		t.Errorf("--multipath without a LUN: exit %d, stderr %q", r.code, r.stderr)
+	}
 	metricsAddr := freeAddr(t)
 	m := startMount(t, iscsifsBinary(t), "iscsi://"+first+"/"+iqn+"/1",
 		"--multipath", "--portal", second, "--cache-size", "8MiB", "--write-through", "--replacement-timeout", "60s",

@@ -128,8 +128,10 @@ func multipathPlan(c *cli.Context, u *initiator.URL, cfg initiator.Config) (*mul
 		return nil, errors.New("--multipath needs at least one --portal besides the URL's")
 	case cfg.DiscoverPortals:
 		return nil, errors.New("--multipath uses the URL's portal and the --portal list; --discover-portals is for failover")
-	case u.Target == "":
-		return nil, errors.New("--multipath needs a URL that names a target")
+	case u.Target == "" || u.LUN < 0:
+		// A session per path per LUN: with several LUNs the target would
+		// have several sessions, and its metrics the same labels twice.
+		return nil, errors.New("--multipath needs a URL that names a target and a LUN")
 	}
 	return &multipathSpec{portals: append([]string{u.Portal()}, cfg.Portals...), selector: sel}, nil
 }

@@ -523,16 +523,13 @@ func (m *mounted) openTarget(ctx context.Context, target, dir string) ([]fusefs.
 		}
 		return nil, err
 	}
+	// --multipath names one LUN (multipathPlan), opened below with a
+	// session per path.
 	luns := []targetLUN{{n: uint64(m.url.LUN)}}
-	if m.multipath == nil || m.url.LUN < 0 {
+	if m.multipath == nil {
 		var err error
 		if s, luns, err = loginAndOpen(ctx, m.url, target, m.cfg); err != nil {
 			return nil, err
-		}
-		if m.multipath != nil {
-			// It only listed the LUNs: each gets a session per path.
-			_ = s.Close(context.WithoutCancel(ctx))
-			s = nil
 		}
 	}
 	var entries []fusefs.Entry
