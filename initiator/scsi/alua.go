@@ -1,9 +1,6 @@
 package scsi
 
-import (
-	"encoding/binary"
-	"fmt"
-)
+import "encoding/binary"
 
 // Asymmetric logical unit access (ALUA, SPC-4 5.16): a logical unit with
 // TPGS != 0 in its INQUIRY data groups its target ports into target port
@@ -88,28 +85,6 @@ func ParseReportTargetPortGroups(b []byte) ([]TargetPortGroup, error) {
 		}
 	}
 	return groups, nil
-}
-
-// AccessStateName names an asymmetric access state as SPC-4 does
-// ("active/optimized", "standby", ...).
-func AccessStateName(state uint8) string {
-	switch state {
-	case AccessActiveOptimized:
-		return "active/optimized"
-	case AccessActiveNonOptimized:
-		return "active/non-optimized"
-	case AccessStandby:
-		return "standby"
-	case AccessUnavailable:
-		return "unavailable"
-	case AccessLBADependent:
-		return "logical block dependent"
-	case AccessOffline:
-		return "offline"
-	case AccessTransitioning:
-		return "transitioning"
-	}
-	return fmt.Sprintf("reserved state 0x%x", state)
 }
 
 // TargetPort is what the designators of VPD page 0x83 say of the target

@@ -145,18 +145,6 @@ func hexByte(b uint8) string {
 	return string([]byte{digits[b>>4], digits[b&0x0f]})
 }
 
-func TestAccessStateName(t *testing.T) {
-	for state, want := range map[uint8]string{
-		AccessActiveOptimized: "active/optimized", AccessActiveNonOptimized: "active/non-optimized",
-		AccessStandby: "standby", AccessUnavailable: "unavailable", AccessLBADependent: "logical block dependent",
-		AccessOffline: "offline", AccessTransitioning: "transitioning", 0x7: "reserved state 0x7",
-	} {
-		if got := AccessStateName(state); got != want {
-			t.Errorf("AccessStateName(%#x) = %q, want %q", state, got, want)
-		}
-	}
-}
-
 func TestErrAccessChanged(t *testing.T) {
 	err := CheckStatus(ReadCapacity10(), StatusCheckCondition, fixedSenseBytes(0x06, 0x2a, 0x06))
 	if !errors.Is(err, ErrAccessChanged) || !errors.Is(err, ErrUnitAttention) || errors.Is(err, ErrModeChanged) {
