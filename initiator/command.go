@@ -134,9 +134,7 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 
 	// The connection's sweeper aborts the task once its deadline passes
 	// (see sweepLoop): no timer per command on the hot path.
-	select {
-	case <-t.done:
-	case <-ctx.Done():
+	if err := c.await(ctx, t); err != nil {
 		if cmd.Write == nil {
 			// Reads return as soon as the reader is out of the buffer; it
 			// discards further data. The abort runs first so that a reader
@@ -280,13 +278,14 @@ func (c *conn) taskManagement(ctx context.Context, t *task, fn uint8, ref *task)
 	if ref != nil {
 		refDone = ref.done
 	}
+	if err := c.awaitEither(ctx, tmf.done, refDone); err != nil {
+		return 0, err
+	}
 	select {
 	case <-tmf.done:
 		return tmf.result.response, tmf.result.err
-	case <-refDone:
+	default:
 		return 0, errTaskDone
-	case <-ctx.Done():
-		return 0, ctx.Err()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,10 +16,11 @@ import (
 	"github.com/iscsifs/iscsifs/initiator/scsi"
 )
 
-// conn is one TCP connection in Full Feature Phase. A single reader goroutine
-// owns the receive side and matches every PDU to its task by ITT; senders
-// serialise on sendMu, which also makes CmdSN assignment and the order of
-// commands on the wire the same.
+// conn is one TCP connection in Full Feature Phase. One goroutine at a time
+// reads it, the holder of the read role (a waiting caller or readLoop, see
+// await), and matches every PDU to its task by ITT; senders serialise on
+// sendMu, which also makes CmdSN assignment and the order of commands on
+// the wire the same.
 type conn struct {
 	portal    string
 	nc        net.Conn
@@ -93,17 +95,26 @@ type conn struct {
 	onSense func(lun uint64, sense []byte)
 
 	hooks *testHooks // nil outside tests
+
+	// The read role (see await): its token is in rdRole while free and in
+	// rdHand while handed to readLoop; rdRaw is its holder's scratch; rdGen
+	// counts hand-backs.
+	rdRole chan struct{}
+	rdHand chan struct{}
+	rdRaw  pdu.Raw
+	rdGen  atomic.Uint64
 }
 
 // testHooks stop a session's goroutines at chosen points so that tests can
 // produce interleavings that are otherwise a matter of luck. Every field
 // may be nil; the whole struct is nil outside tests (Config.hooks).
 type testHooks struct {
-	queued        func()      // a SCSI command was queued; its helper goroutines have not started
-	flushWait     func(*conn) // a sender found the send queue full and is about to wait (sendMu held)
-	writerFailing func()      // the writer's write failed; it is about to fail the connection
-	inlineRest    func()      // an inline write left the rest of its batch to the writer
-	recovered     func()      // recovery logged in again and is about to install the connection
+	queued        func()              // a SCSI command was queued; its helper goroutines have not started
+	flushWait     func(*conn)         // a sender found the send queue full and is about to wait (sendMu held)
+	writerFailing func()              // the writer's write failed; it is about to fail the connection
+	inlineRest    func()              // an inline write left the rest of its batch to the writer
+	recovered     func()              // recovery logged in again and is about to install the connection
+	pduRead       func(byWaiter bool) // a PDU was read, by a waiter holding the read role or by readLoop
 }
 
 // connState is where a connection is in Full Feature Phase.
@@ -163,6 +174,9 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery
 	c.w.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
 	r.SetMaxDataSegmentLength(st.params.MaxRecvDataSegmentLength)
 	c.lastRecv.Store(time.Now().UnixNano())
+	c.rdRole = make(chan struct{}, 1)
+	c.rdHand = make(chan struct{}, 1)
+	c.rdRole <- struct{}{}
 	return c
 }
 
@@ -474,22 +488,175 @@ func (c *conn) checkStatSN(statSN uint32) error {
 	return nil
 }
 
-// readLoop is the connection's only reader.
-func (c *conn) readLoop() {
-	var raw pdu.Raw
+// Receiving. One goroutine at a time reads the socket: the one holding the
+// read role. A goroutine waiting for its own task takes the role when it is
+// free and reads until its task is done (await), so the answer to a lone
+// command is read by the goroutine that waits for it: no hand-off between
+// goroutines, no second thread woken to run the waiter (readying a parked
+// goroutine while a P is idle wakes one), and with Config.BusyPoll the
+// waiter itself polls the socket. Waiters that find the role taken wait for
+// their task; the holder's reads complete it. A holder whose task is done
+// while other tasks are outstanding hands the role to readLoop, which keeps
+// it while tasks are outstanding: with many commands in flight it is the
+// one reader, as if there were no roles. readLoop also reads what no waiter
+// does (target pings and asynchronous messages, the end of the socket): it
+// takes the free role once nobody has taken it for readerIdle.
+//
+// The token is in exactly one place: rdRole (free), rdHand (handed to
+// readLoop), or with its holder.
+const (
+	readerIdle = 10 * time.Millisecond
+	// waitSlice bounds how long a waiter holding the role sleeps in the
+	// socket before it looks at its context and its task again: a task is
+	// also ended by the sweeper, an abort or a logout, and a context by
+	// its owner, none of which touch the socket.
+	waitSlice = 10 * time.Millisecond
+)
+
+// await waits until t is done or ctx ends, reading the connection while
+// nobody else does.
+func (c *conn) await(ctx context.Context, t *task) error {
+	return c.awaitEither(ctx, t.done, nil)
+}
+
+// awaitEither is await for two channels: it returns nil once done or also
+// (nil: never) is closed.
+func (c *conn) awaitEither(ctx context.Context, done, also <-chan struct{}) error {
 	for {
-		ahs, err := c.r.ReadHeader(&raw.BHS)
-		if err != nil {
-			c.fail(err)
-			return
+		select {
+		case <-done:
+		case <-also:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.rdRole:
+			err := c.readFor(ctx, done, also)
+			c.releaseRead()
+			if err != nil {
+				return err
+			}
+			continue
 		}
-		c.lastRecv.Store(time.Now().UnixNano())
-		raw.AHS = ahs
-		if err := c.dispatch(&raw); err != nil {
+		return nil
+	}
+}
+
+// releaseRead hands the read role on: to readLoop while tasks are
+// outstanding (their waiters may all be asleep), else back to the pool.
+func (c *conn) releaseRead() {
+	c.rdGen.Add(1)
+	if c.outstanding() > 0 {
+		c.rdHand <- struct{}{}
+		return
+	}
+	c.rdRole <- struct{}{}
+}
+
+// readFor reads PDUs, holding the read role, until done or also is closed,
+// ctx ends (looked at between PDUs only: a PDU is always read whole) or the
+// connection fails, which also ends every task.
+func (c *conn) readFor(ctx context.Context, done, also <-chan struct{}) error {
+	for {
+		if isClosed(done) || isClosed(also) {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !c.r.Buffered() {
+			_ = c.nc.SetReadDeadline(time.Now().Add(waitSlice))
+			err := c.r.WaitHeader()
+			_ = c.nc.SetReadDeadline(time.Time{})
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if err != nil {
+				c.fail(err)
+				return nil
+			}
+		}
+		if err := c.readPDU(true); err != nil {
 			c.fail(err)
-			return
+			return nil
 		}
 	}
+}
+
+// isClosed reports whether ch is closed (a nil channel never is).
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// readLoop reads while no waiter does (see await).
+func (c *conn) readLoop() {
+	idle := time.NewTimer(readerIdle)
+	defer idle.Stop()
+	quiet := true // at the start: take the free role at once
+	for {
+		held := false
+		if quiet {
+			select {
+			case <-c.rdRole:
+				held = true
+			default: // a waiter holds it
+			}
+		}
+		if !held {
+			gen := c.rdGen.Load()
+			idle.Reset(readerIdle)
+			select {
+			case <-c.dead:
+				return
+			case <-c.rdHand:
+			case <-idle.C:
+				quiet = c.rdGen.Load() == gen
+				continue
+			}
+		}
+		if !c.readWhileOutstanding() {
+			return
+		}
+		quiet = false
+	}
+}
+
+// readWhileOutstanding reads PDUs, holding the read role, until one leaves
+// no task outstanding, and then frees the role; false when the connection
+// failed.
+func (c *conn) readWhileOutstanding() bool {
+	for {
+		err := c.r.WaitHeader()
+		if err == nil {
+			err = c.readPDU(false)
+		}
+		if err != nil {
+			c.fail(err)
+		}
+		if err != nil || c.outstanding() == 0 {
+			c.rdGen.Add(1)
+			c.rdRole <- struct{}{}
+			return err == nil
+		}
+	}
+}
+
+// readPDU reads one PDU and acts on it; the caller holds the read role.
+func (c *conn) readPDU(byWaiter bool) error {
+	raw := &c.rdRaw
+	ahs, err := c.r.ReadHeader(&raw.BHS)
+	if err != nil {
+		return err
+	}
+	if c.hooks != nil && c.hooks.pduRead != nil {
+		c.hooks.pduRead(byWaiter)
+	}
+	c.lastRecv.Store(time.Now().UnixNano())
+	raw.AHS = ahs
+	return c.dispatch(raw)
 }
 
 // readWhole reads the data segment of the current PDU into raw.Data.
@@ -827,11 +994,9 @@ func (c *conn) ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-t.done:
-		return t.result.err
-	case <-ctx.Done():
+	if err := c.await(ctx, t); err != nil {
 		c.take(t.itt)
-		return ctx.Err()
+		return err
 	}
+	return t.result.err
 }

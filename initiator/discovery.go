@@ -100,11 +100,9 @@ func (s *Session) text(ctx context.Context, keys []pdu.KV) ([]pdu.KV, error) {
 			return nil, err
 		}
 		itt = t.itt
-		select {
-		case <-t.done:
-		case <-ctx.Done():
+		if err := c.await(ctx, t); err != nil {
 			c.take(t.itt)
-			return nil, ctx.Err()
+			return nil, err
 		}
 		if t.result.err != nil {
 			return nil, t.result.err

@@ -119,6 +119,25 @@ func (r *Reader) ReadHeader(h *BHS) (ahs []byte, err error) {
 	return ahs, nil
 }
 
+// WaitHeader waits until the next PDU has begun to arrive, consuming
+// nothing: an error from the underlying reader here (a read deadline, for
+// one) leaves the stream framed, and the same error is not returned again.
+// Any other error than the underlying reader's is the sticky one.
+func (r *Reader) WaitHeader() error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.pending > 0 {
+		return errDataPending
+	}
+	_, err := r.br.Peek(1)
+	return err
+}
+
+// Buffered reports whether bytes of the stream are already read from the
+// underlying reader and waiting here.
+func (r *Reader) Buffered() bool { return r.br.Buffered() > 0 }
+
 // ReadData reads the data segment of the last header into dst, whose length
 // must equal that header's DataSegmentLength, then skips the padding and
 // checks the data digest. On a *DigestError dst holds the bytes received and

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // digestModes are the four header/data digest settings.
@@ -576,4 +578,51 @@ func (l *loopBuffer) Read(p []byte) (int, error) {
 	n := copy(p, l.b[l.off:])
 	l.off += n
 	return n, nil
+}
+
+// TestWaitHeaderDeadline: a read deadline that fires while WaitHeader waits
+// for the next PDU consumes nothing and is not sticky: the PDU that comes
+// later is read whole. WaitHeader between a header and its data segment is
+// refused.
+func TestWaitHeaderDeadline(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	r := NewReader(client)
+	r.SetMaxDataSegmentLength(MaxDataSegmentLength)
+	msg := &NOPIn{ITT: 7, TTT: ReservedTag, StatSN: 1, ExpCmdSN: 2, MaxCmdSN: 3, Data: []byte("ping")}
+	wire := encodeAll(t, false, false, msg)
+
+	for range 2 {
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if err := r.WaitHeader(); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("WaitHeader with nothing sent: %v, want a deadline error", err)
+		}
+	}
+	_ = client.SetReadDeadline(time.Time{})
+	go func() { _, _ = server.Write(wire) }()
+	if err := r.WaitHeader(); err != nil {
+		t.Fatalf("WaitHeader: %v", err)
+	}
+	if !r.Buffered() {
+		t.Fatal("nothing buffered after WaitHeader")
+	}
+	var raw Raw
+	if _, err := r.ReadHeader(&raw.BHS); err != nil {
+		t.Fatalf("ReadHeader after a deadline: %v", err)
+	}
+	if err := r.WaitHeader(); err != errDataPending {
+		t.Fatalf("WaitHeader before the data segment: %v, want errDataPending", err)
+	}
+	raw.Data = make([]byte, raw.BHS.DataSegmentLength())
+	if err := r.ReadData(raw.Data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(&raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, msg) {
+		t.Fatalf("got %+v, want %+v", got, msg)
+	}
 }
