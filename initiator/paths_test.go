@@ -302,6 +302,11 @@ func TestFailoverLogNamesNewPortal(t *testing.T) {
 	if _, err := l.ReadAtContext(ctx, make([]byte, 512), 0); err != nil {
 		t.Fatal(err)
 	}
+	// Recovery logs the line after it has installed the connection, which
+	// may be after the re-issued read completed.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "session re-established") && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	var found bool
 	for line := range strings.SplitSeq(logs.String(), "\n") {
 		if strings.Contains(line, "session re-established") {
