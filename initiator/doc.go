@@ -39,9 +39,11 @@
 // Sessions and LUNs are safe for concurrent use, and concurrency is how they
 // go fast: each goroutine's command is in flight at the same time as the
 // others', up to Config.QueueDepth and the target's command window. One
-// reader goroutine per connection matches answers to commands; a caller's
-// buffer is never touched after its call has returned, even when its
-// context ended first.
+// goroutine at a time reads a connection and matches answers to commands:
+// the caller waiting for a lone command reads its own answer (no hand-off
+// between goroutines), and a reader goroutine takes over while several are
+// outstanding or none is. A caller's buffer is never touched after its call
+// has returned, even when its context ended first.
 //
 // # Errors
 //

@@ -20,9 +20,9 @@ const (
 
 // task is one outstanding exchange identified by its Initiator Task Tag.
 //
-// The reader goroutine fills readBuf from Data-In PDUs while holding mu; a
-// caller that gives up detaches the task under mu, after which the reader
-// discards further data. So a caller's buffer is never written after the
+// The goroutine reading the connection (see conn.await) fills readBuf from
+// Data-In PDUs while holding mu; a caller that gives up detaches the task
+// under mu, after which the reader discards further data. So a caller's buffer is never written after the
 // caller returned, and the task keeps its ITT until the target has answered.
 type task struct {
 	kind    taskKind
