@@ -156,3 +156,109 @@ func TestReadRoleCancelKeepsConnection(t *testing.T) {
 		t.Errorf("%d reconnects: cancelling a waiter broke the connection", n)
 	}
 }
+
+// TestReadRoleStress mixes what moves the read role around: readers and
+// writers in parallel, reads whose context ends while they wait (often
+// while they hold the role), target pings, answers that come late, and
+// connection losses with recovery. Every call must return, every read must
+// see what its worker last wrote, and nothing may be left running.
+func TestReadRoleStress(t *testing.T) {
+	checkNoLeak(t)
+	const (
+		workers = 8
+		region  = 64 << 10
+	)
+	ft := newFakeTarget(t, workers*region)
+	ft.pingEvery = 5 * time.Millisecond
+	s, l, _, _ := readRoleSession(t, ft)
+	want := make([][]byte, workers)
+	ft.mu.Lock()
+	for w := range want {
+		want[w] = bytes.Clone(ft.disk[w*region : (w+1)*region])
+	}
+	ft.mu.Unlock()
+	stop := make(chan struct{})
+	var chaos sync.WaitGroup
+	chaos.Add(1)
+	go func() { // late answers now and then, two connection losses, then stop
+		defer chaos.Done()
+		defer close(stop)
+		for i := range 20 {
+			time.Sleep(30 * time.Millisecond)
+			ft.delay.Store(int64(time.Duration(i%3) * time.Millisecond))
+			if i == 5 || i == 12 {
+				ft.dropAll()
+			}
+		}
+		ft.delay.Store(0)
+	}()
+	errs := make(chan error, workers)
+	var cancelled atomic.Int32
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			base := int64(w * region)
+			buf := make([]byte, 4096)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := int64((i * 7 % (region / 4096)) * 4096)
+				switch i % 3 {
+				case 0: // a write, then it is what reads must see
+					for j := range buf {
+						buf[j] = byte(w*31 + i + j)
+					}
+					if _, err := l.WriteAtContext(context.Background(), buf, base+off); err != nil {
+						errs <- fmt.Errorf("worker %d: write: %w", w, err)
+						return
+					}
+					copy(want[w][off:], buf)
+				case 1: // a read that may be cancelled while it waits
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%4)*500*time.Microsecond)
+					_, err := l.ReadAtContext(ctx, buf, base+off)
+					cancel()
+					if errors.Is(err, context.DeadlineExceeded) {
+						cancelled.Add(1)
+					} else if err != nil {
+						errs <- fmt.Errorf("worker %d: cancelled read: %w", w, err)
+						return
+					}
+					if err == nil && !bytes.Equal(buf, want[w][off:off+4096]) {
+						errs <- fmt.Errorf("worker %d: read at %d returned other data", w, base+off)
+						return
+					}
+				default:
+					if _, err := l.ReadAtContext(context.Background(), buf, base+off); err != nil {
+						errs <- fmt.Errorf("worker %d: read: %w", w, err)
+						return
+					}
+					if !bytes.Equal(buf, want[w][off:off+4096]) {
+						errs <- fmt.Errorf("worker %d: read at %d returned other data", w, base+off)
+						return
+					}
+				}
+			}
+		}()
+	}
+	bounded(t, 60*time.Second, func() struct{} { wg.Wait(); chaos.Wait(); return struct{}{} })
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if s.Reconnects() < 2 {
+		t.Errorf("%d reconnects during the run, want 2", s.Reconnects())
+	}
+	if cancelled.Load() == 0 {
+		t.Error("no read was cancelled while it waited")
+	}
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if !bytes.Equal(ft.disk, bytes.Join(want, nil)) {
+		t.Error("the target's disk differs from what the workers wrote")
+	}
+}
