@@ -94,7 +94,8 @@ type conn struct {
 	onDead  func(*conn, error)
 	onSense func(lun uint64, sense []byte)
 
-	hooks *testHooks // nil outside tests
+	hooks *testHooks    // nil outside tests
+	stats *sessionStats // the session's PDU counters; nil: none
 
 	// The read role (see await): its token is in rdRole while free and in
 	// rdHand while handed to readLoop; rdRaw is its holder's scratch; rdGen
@@ -109,12 +110,11 @@ type conn struct {
 // produce interleavings that are otherwise a matter of luck. Every field
 // may be nil; the whole struct is nil outside tests (Config.hooks).
 type testHooks struct {
-	queued        func()              // a SCSI command was queued; its helper goroutines have not started
-	flushWait     func(*conn)         // a sender found the send queue full and is about to wait (sendMu held)
-	writerFailing func()              // the writer's write failed; it is about to fail the connection
-	inlineRest    func()              // an inline write left the rest of its batch to the writer
-	recovered     func()              // recovery logged in again and is about to install the connection
-	pduRead       func(byWaiter bool) // a PDU was read, by a waiter holding the read role or by readLoop
+	queued        func()      // a SCSI command was queued; its helper goroutines have not started
+	flushWait     func(*conn) // a sender found the send queue full and is about to wait (sendMu held)
+	writerFailing func()      // the writer's write failed; it is about to fail the connection
+	inlineRest    func()      // an inline write left the rest of its batch to the writer
+	recovered     func()      // recovery logged in again and is about to install the connection
 }
 
 // connState is where a connection is in Full Feature Phase.
@@ -651,8 +651,11 @@ func (c *conn) readPDU(byWaiter bool) error {
 	if err != nil {
 		return err
 	}
-	if c.hooks != nil && c.hooks.pduRead != nil {
-		c.hooks.pduRead(byWaiter)
+	if c.stats != nil {
+		c.stats.pdus.Add(1)
+		if byWaiter {
+			c.stats.pdusByCaller.Add(1)
+		}
 	}
 	c.lastRecv.Store(time.Now().UnixNano())
 	raw.AHS = ahs

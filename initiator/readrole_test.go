@@ -11,21 +11,11 @@ import (
 	"time"
 )
 
-// readRoleSession opens a session on a fake target that counts who reads
-// the connection's PDUs (see await).
-func readRoleSession(t *testing.T, ft *fakeTarget) (s *Session, l *LUN, byWaiter, byLoop *atomic.Int64) {
-	t.Helper()
-	byWaiter, byLoop = new(atomic.Int64), new(atomic.Int64)
-	cfg := fakeConfig(t)
-	cfg.hooks = &testHooks{pduRead: func(w bool) {
-		if w {
-			byWaiter.Add(1)
-		} else {
-			byLoop.Add(1)
-		}
-	}}
-	s, l = fakeSession(t, ft, cfg)
-	return s, l, byWaiter, byLoop
+// pdusRead is how many PDUs the session's callers (await) and readLoop
+// have read so far (Stats).
+func pdusRead(s *Session) (byCaller, byLoop uint64) {
+	st := s.Stats()
+	return st.PDUsReadByCaller, st.PDUsReceived - st.PDUsReadByCaller
 }
 
 // TestWaiterReadsItsAnswer: a command alone on the connection has its
@@ -37,16 +27,16 @@ func TestWaiterReadsItsAnswer(t *testing.T) {
 		name    string
 		workers int
 		reads   int
-		check   func(t *testing.T, byWaiter, byLoop int64)
+		check   func(t *testing.T, byWaiter, byLoop uint64)
 	}{
-		{"one at a time", 1, 200, func(t *testing.T, byWaiter, byLoop int64) {
+		{"one at a time", 1, 200, func(t *testing.T, byWaiter, byLoop uint64) {
 			// readLoop may take one answer after the idle start of the
 			// connection, and then gives the role back.
 			if byWaiter < 190 {
 				t.Errorf("%d of %d PDUs read by their waiter, want nearly all", byWaiter, byWaiter+byLoop)
 			}
 		}},
-		{"many in flight", 16, 50, func(t *testing.T, byWaiter, byLoop int64) {
+		{"many in flight", 16, 50, func(t *testing.T, byWaiter, byLoop uint64) {
 			if byWaiter+byLoop < 16*50 {
 				t.Errorf("%d PDUs read for %d reads", byWaiter+byLoop, 16*50)
 			}
@@ -56,9 +46,8 @@ func TestWaiterReadsItsAnswer(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			checkNoLeak(t)
 			ft := newFakeTarget(t, 4<<20)
-			_, l, byWaiter, byLoop := readRoleSession(t, ft)
-			byWaiter.Store(0)
-			byLoop.Store(0)
+			s, l := fakeSession(t, ft, fakeConfig(t))
+			waiter0, loop0 := pdusRead(s)
 			errs := make(chan error, tt.workers)
 			var wg sync.WaitGroup
 			for w := range tt.workers {
@@ -84,7 +73,8 @@ func TestWaiterReadsItsAnswer(t *testing.T) {
 			for err := range errs {
 				t.Fatal(err)
 			}
-			tt.check(t, byWaiter.Load(), byLoop.Load())
+			waiter, loop := pdusRead(s)
+			tt.check(t, waiter-waiter0, loop-loop0)
 		})
 	}
 }
@@ -95,7 +85,7 @@ func TestReadRoleIdleConnection(t *testing.T) {
 	checkNoLeak(t)
 	ft := newFakeTarget(t, 1<<20)
 	ft.pingEvery = 30 * time.Millisecond
-	s, l, _, byLoop := readRoleSession(t, ft)
+	s, l := fakeSession(t, ft, fakeConfig(t))
 	ft.delay.Store(int64(100 * time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	_, err := l.ReadAtContext(ctx, make([]byte, 4096), 0)
@@ -103,15 +93,16 @@ func TestReadRoleIdleConnection(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want DeadlineExceeded", err)
 	}
-	byLoop.Store(0)
+	_, loop0 := pdusRead(s)
+	byLoop := func() uint64 { _, n := pdusRead(s); return n - loop0 }
 	deadline := time.Now().Add(5 * time.Second)
-	for (ft.pings.Load() < 3 || byLoop.Load() == 0) && time.Now().Before(deadline) {
+	for (ft.pings.Load() < 3 || byLoop() == 0) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if n := ft.pings.Load(); n < 3 {
 		t.Errorf("%d target pings answered on an idle connection, want >= 3", n)
 	}
-	if byLoop.Load() == 0 {
+	if byLoop() == 0 {
 		t.Error("readLoop read nothing on an idle connection")
 	}
 	// The abandoned command left nothing behind.
@@ -130,7 +121,7 @@ func TestReadRoleIdleConnection(t *testing.T) {
 func TestReadRoleCancelKeepsConnection(t *testing.T) {
 	checkNoLeak(t)
 	ft := newFakeTarget(t, 1<<20)
-	s, l, _, _ := readRoleSession(t, ft)
+	s, l := fakeSession(t, ft, fakeConfig(t))
 	ft.delay.Store(int64(200 * time.Millisecond))
 	for range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
@@ -170,7 +161,7 @@ func TestReadRoleStress(t *testing.T) {
 	)
 	ft := newFakeTarget(t, workers*region)
 	ft.pingEvery = 5 * time.Millisecond
-	s, l, _, _ := readRoleSession(t, ft)
+	s, l := fakeSession(t, ft, fakeConfig(t))
 	want := make([][]byte, workers)
 	ft.mu.Lock()
 	for w := range want {

@@ -311,6 +311,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 		c.onSense = s.asyncSense
 	}
 	c.hooks = s.cfg.hooks
+	c.stats = &s.stats
 	pr.busy.Store(&c.inflight)
 	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait, command: max(s.cfg.CommandTimeout, 0)}
 	if ka.interval < 0 {
@@ -530,25 +531,22 @@ func (c *conn) logout(ctx context.Context, wait time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("logout: %w", err)
 	}
-	_ = c.await(ctx, t)
-	select {
-	case <-t.done:
-		if errors.Is(t.result.err, io.EOF) {
-			// The target closed the connection instead of answering (istgt
-			// does now and then): the session is gone, as asked.
-			c.log.Debug("target closed the connection on logout without a response")
-			return nil
-		}
-		if t.result.err != nil {
-			return fmt.Errorf("logout: %w", t.result.err)
-		}
-		if t.result.response != 0 {
-			return fmt.Errorf("logout: target answered response %d", t.result.response)
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("logout: %w", ctx.Err())
+	if err := c.await(ctx, t); err != nil {
+		return fmt.Errorf("logout: %w", err)
 	}
+	if errors.Is(t.result.err, io.EOF) {
+		// The target closed the connection instead of answering (istgt
+		// does now and then): the session is gone, as asked.
+		c.log.Debug("target closed the connection on logout without a response")
+		return nil
+	}
+	if t.result.err != nil {
+		return fmt.Errorf("logout: %w", t.result.err)
+	}
+	if t.result.response != 0 {
+		return fmt.Errorf("logout: target answered response %d", t.result.response)
+	}
+	return nil
 }
 
 // sendLogout sends the connection's Logout Request once: Close while a

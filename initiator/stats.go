@@ -18,6 +18,10 @@ type sessionStats struct {
 	writeBytes atomic.Uint64
 	latency    [latencyBuckets]atomic.Uint64
 	latencySum atomic.Int64 // nanoseconds, of the commands in latency
+	// PDUs received, and those of them read by the goroutine waiting for
+	// them (conn.await) instead of handed over by readLoop.
+	pdus         atomic.Uint64
+	pdusByCaller atomic.Uint64
 }
 
 func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
@@ -42,14 +46,19 @@ func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
 // number left out of the metrics or exported otherwise. Every numeric field
 // has one of the two.
 type Stats struct {
-	Commands   uint64       `json:"commands" metric:"commands_total,counter,SCSI commands completed or failed."`
-	Errors     uint64       `json:"errors" metric:"command_errors_total,counter,SCSI commands that failed in transport."`
-	ReadBytes  uint64       `json:"read_bytes" metric:"read_bytes_total,counter,Bytes read from the target."`
-	WriteBytes uint64       `json:"write_bytes" metric:"write_bytes_total,counter,Bytes written to the target."`
-	InFlight   int          `json:"in_flight" metric:"commands_in_flight,gauge,SCSI commands outstanding now."`
-	PeakFlight int          `json:"peak_in_flight" metric:"-"`
-	Reconnects int          `json:"reconnects" metric:"reconnects_total,counter,Times the session was re-established."`
-	State      SessionState `json:"state" metric:"-"` // exported as session_up
+	Commands   uint64 `json:"commands" metric:"commands_total,counter,SCSI commands completed or failed."`
+	Errors     uint64 `json:"errors" metric:"command_errors_total,counter,SCSI commands that failed in transport."`
+	ReadBytes  uint64 `json:"read_bytes" metric:"read_bytes_total,counter,Bytes read from the target."`
+	WriteBytes uint64 `json:"write_bytes" metric:"write_bytes_total,counter,Bytes written to the target."`
+	InFlight   int    `json:"in_flight" metric:"commands_in_flight,gauge,SCSI commands outstanding now."`
+	PeakFlight int    `json:"peak_in_flight" metric:"-"`
+	Reconnects int    `json:"reconnects" metric:"reconnects_total,counter,Times the session was re-established."`
+	// PDUsReadByCaller of PDUsReceived were read by the goroutine waiting
+	// for them, with no hand-off between goroutines (the fast path for a
+	// command alone on its connection).
+	PDUsReceived     uint64       `json:"pdus_received" metric:"pdus_received_total,counter,PDUs received from the target."`
+	PDUsReadByCaller uint64       `json:"pdus_read_by_caller" metric:"pdus_read_by_caller_total,counter,PDUs read by the goroutine waiting for them, without a hand-off between goroutines."`
+	State            SessionState `json:"state" metric:"-"` // exported as session_up
 	// Latency percentiles of successful commands (upper bucket bounds,
 	// within a factor of two).
 	LatencyP50  time.Duration `json:"latency_p50_ns" metric:"-"`
@@ -67,16 +76,18 @@ type Stats struct {
 func (s *Session) Stats() Stats {
 	st := &s.stats
 	out := Stats{
-		Commands:       st.commands.Load(),
-		Errors:         st.errors.Load(),
-		ReadBytes:      st.readBytes.Load(),
-		WriteBytes:     st.writeBytes.Load(),
-		InFlight:       s.InFlight(),
-		PeakFlight:     s.PeakInFlight(),
-		Reconnects:     s.Reconnects(),
-		State:          s.State(),
-		LatencyBuckets: make([]uint64, latencyBuckets),
-		LatencySum:     time.Duration(st.latencySum.Load()),
+		Commands:         st.commands.Load(),
+		Errors:           st.errors.Load(),
+		ReadBytes:        st.readBytes.Load(),
+		WriteBytes:       st.writeBytes.Load(),
+		InFlight:         s.InFlight(),
+		PeakFlight:       s.PeakInFlight(),
+		Reconnects:       s.Reconnects(),
+		PDUsReceived:     st.pdus.Load(),
+		PDUsReadByCaller: st.pdusByCaller.Load(),
+		State:            s.State(),
+		LatencyBuckets:   make([]uint64, latencyBuckets),
+		LatencySum:       time.Duration(st.latencySum.Load()),
 	}
 	var total uint64
 	for i := range st.latency {

@@ -111,7 +111,42 @@ func TestLab(t *testing.T) {
 			t.Run("readonly", func(t *testing.T) { testReadOnly(t, tg, lab) })
 			t.Run("writes", func(t *testing.T) { testRandomWrites(t, tg, lab) })
 			t.Run("concurrent", func(t *testing.T) { testConcurrentModel(t, tg, lab) })
+			t.Run("callerreads", func(t *testing.T) { testCallerReads(t, tg, lab) })
 		})
+	}
+}
+
+// testCallerReads: one command at a time, the answer is read by the
+// goroutine that waits for it (no hand-off to the connection's reader
+// goroutine), and the data is the backing file's.
+func testCallerReads(t *testing.T, tg *Target, lab labSetup) {
+	s := login(t, tg, labPlain, testConfig(t))
+	l, err := s.OpenLUN(ctxFor(t, 10*time.Second), uint64(lab.firstLUN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := os.ReadFile(tg.BackingFile(labPlain, lab.firstLUN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxFor(t, time.Minute)
+	before := s.Stats()
+	buf := make([]byte, 4096)
+	const reads = 200
+	for i := range reads {
+		off := int64(i*7919%(len(model)/4096)) * 4096
+		if _, err := l.ReadAtContext(ctx, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, model[off:off+4096]) {
+			t.Fatalf("read at %d differs from the backing file", off)
+		}
+	}
+	after := s.Stats()
+	got := after.PDUsReceived - before.PDUsReceived
+	byCaller := after.PDUsReadByCaller - before.PDUsReadByCaller
+	if got < reads || byCaller < got*9/10 {
+		t.Errorf("%d of %d PDUs for %d reads were read by their caller, want at least 90 %%", byCaller, got, reads)
 	}
 }
 
