@@ -534,7 +534,7 @@ func (cp *copier) inOrder(p []byte, off int64) error {
 			return err
 		}
 	case cp.dst.regular:
-		if _, err := cp.dst.file.WriteAt(p, off); err != nil {
+		if err := writeFileAt(cp.dst.file, p, off); err != nil {
 			return fmt.Errorf("write %s: %w", cp.dst.name, err)
 		}
 	}

@@ -183,7 +183,7 @@ func (w *sparseWriter) writeAt(p []byte, off int64) error {
 		if zero {
 			err = w.hole(p[i:j], off+int64(i))
 		} else {
-			_, err = w.f.WriteAt(p[i:j], off+int64(i))
+			err = writeFileAt(w.f, p[i:j], off+int64(i))
 		}
 		if err != nil {
 			return fmt.Errorf("write %s: %w", w.name, err)
@@ -210,6 +210,25 @@ func (w *sparseWriter) hole(p []byte, off int64) error {
 	if err == nil {
 		return nil
 	}
-	_, err = w.f.WriteAt(p[:end-off], off)
-	return err
+	return writeFileAt(w.f, p[:end-off], off)
+}
+
+// maxFileWrite bounds one pwrite into a file. On Linux 6.18 ext4 caches a
+// 1 MiB write in one large folio, and copying into it measured several
+// times the CPU of the same bytes written in smaller pieces: 1 GiB received
+// from a socket and written to ext4 took 2.6–2.8 s of CPU in 1 MiB writes,
+// 0.36–1.16 s in 512, 256 or 128 KiB writes, 1.5 s in 4 KiB writes; `iscsifs
+// cp` of a 1 GiB LUN to ext4 went from 2.7–3.3 s to 1.2–1.5 s.
+const maxFileWrite = 256 << 10
+
+// writeFileAt writes p at off in pieces of at most maxFileWrite.
+func writeFileAt(f io.WriterAt, p []byte, off int64) error {
+	for len(p) > 0 {
+		n := min(len(p), maxFileWrite)
+		if _, err := f.WriteAt(p[:n], off); err != nil {
+			return err
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
 }

@@ -149,6 +149,48 @@ func TestSparseWriter(t *testing.T) {
 	}
 }
 
+// pieceRecorder records the writes it is given.
+type pieceRecorder struct {
+	data   []byte
+	pieces []int
+}
+
+func (r *pieceRecorder) WriteAt(p []byte, off int64) (int, error) {
+	if need := int(off) + len(p); need > len(r.data) {
+		r.data = append(r.data, make([]byte, need-len(r.data))...)
+	}
+	copy(r.data[off:], p)
+	r.pieces = append(r.pieces, len(p))
+	return len(p), nil
+}
+
+// TestWriteFileAt: a write reaches the file whole and in order, in pieces
+// of at most maxFileWrite.
+func TestWriteFileAt(t *testing.T) {
+	for _, n := range []int{0, 1, maxFileWrite - 1, maxFileWrite, maxFileWrite + 1, 4<<20 + 100} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*31 + 7)
+		}
+		r := &pieceRecorder{}
+		if err := writeFileAt(r, p, 512); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 && !bytes.Equal(r.data[512:], p) {
+			t.Errorf("%d bytes: the file holds other data", n)
+		}
+		wantPieces := (n + maxFileWrite - 1) / maxFileWrite
+		if len(r.pieces) != wantPieces {
+			t.Errorf("%d bytes: %d writes, want %d", n, len(r.pieces), wantPieces)
+		}
+		for _, piece := range r.pieces {
+			if piece > maxFileWrite || piece > 512<<10 { // 1 MiB writes measured 6 × slower
+				t.Errorf("%d bytes: a write of %d, more than %d", n, piece, min(maxFileWrite, 512<<10))
+			}
+		}
+	}
+}
+
 func TestGrainEnd(t *testing.T) {
 	for _, tc := range []struct {
 		base     int64
