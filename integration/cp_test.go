@@ -223,6 +223,27 @@ func TestCP(t *testing.T) {
 		if !bytes.Equal(got[:1<<20], junk[:1<<20]) || !bytes.Equal(got[5<<20:], junk[5<<20:]) {
 			t.Error("range copy changed bytes outside the range")
 		}
+
+		// A whole-LUN copy onto an existing file, larger or smaller than the
+		// LUN, leaves exactly the LUN: no old byte under its zeros or past
+		// its end, and holes where it has zeros.
+		for _, size := range []int64{cpSize + 1<<20, 2 << 20} {
+			old := filepath.Join(dir, fmt.Sprintf("old-%d.img", size))
+			junk := make([]byte, size)
+			fillRand(junk, 4)
+			if err := os.WriteFile(old, junk, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, stderr, code := runCLIStdin(t, nil, "cp", holes, old); code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if got := mustRead(t, old); !bytes.Equal(got, lunData) {
+				t.Errorf("whole copy over a %d-byte file: %d bytes, equal to the LUN %v", size, len(got), bytes.Equal(got, lunData))
+			}
+			if a := allocated(t, old); a >= cpSize/2 {
+				t.Errorf("whole copy over a %d-byte file: %d bytes allocated for about 3 MiB of data", size, a)
+			}
+		}
 	})
 
 	t.Run("thin LUN skips deallocated ranges", func(t *testing.T) {
