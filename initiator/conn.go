@@ -42,6 +42,11 @@ type conn struct {
 	// it, so a sender that finds it set just queues. Guarded by sendMu.
 	writing bool
 	inWrite bool // a write system call of a batch is running; guarded by sendMu
+	// corked is set while the role holder busy-polls an empty socket
+	// (pollReader): senders then only queue, and the holder writes what
+	// they queued each time it has let them run. Set by the role holder
+	// only; cleared (and the queue written) under sendMu.
+	corked atomic.Bool
 	// rest is what an inline write left for the writer goroutine when the
 	// socket buffer was full (restQ holds its memory). Guarded by sendMu.
 	rest  net.Buffers
@@ -409,7 +414,7 @@ func (c *conn) lockSend() { c.sendMu.Lock() }
 // ping: a few bytes each) do not, so that they are not held up by the bulk
 // data of a target that stopped reading.
 func (c *conn) unlockSend(wait bool) {
-	if c.sq.size > 0 && !c.writing {
+	if c.sq.size > 0 && !c.writing && (!c.corked.Load() || c.sq.size >= corkMaxBytes) {
 		c.writing = true
 		c.writeInline()
 	}
@@ -430,6 +435,9 @@ func (c *conn) writeAndUnlock(msg pdu.Message, wait bool) error {
 	err := msg.Encode(&c.wraw)
 	if err == nil {
 		err = c.w.Write(&c.wraw)
+	}
+	if err == nil && c.stats != nil {
+		c.stats.pdusSent.Add(1)
 	}
 	c.wraw.Data = nil
 	c.unlockSend(wait)
@@ -660,6 +668,39 @@ func (c *conn) readPDU(byWaiter bool) error {
 	c.lastRecv.Store(time.Now().UnixNano())
 	raw.AHS = ahs
 	return c.dispatch(raw)
+}
+
+// corkMaxBytes: a sender writes itself, cork or not, once this much is
+// queued.
+const corkMaxBytes = 64 << 10
+
+// setCork sets or clears the cork (see corked); clearing it writes what
+// senders queued meanwhile. Called by the role holder.
+func (c *conn) setCork(on bool) {
+	if c.corked.Load() == on {
+		return
+	}
+	c.sendMu.Lock()
+	c.corked.Store(on)
+	if !on && c.sq.size > 0 && !c.writing {
+		c.writing = true
+		c.writeInline()
+	}
+	c.sendMu.Unlock()
+}
+
+// flushCorked writes what senders queued under the cork. Called by the
+// role holder.
+func (c *conn) flushCorked() {
+	if !c.corked.Load() {
+		return
+	}
+	c.sendMu.Lock()
+	if c.sq.size > 0 && !c.writing {
+		c.writing = true
+		c.writeInline()
+	}
+	c.sendMu.Unlock()
 }
 
 // readWhole reads the data segment of the current PDU into raw.Data.

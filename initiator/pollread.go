@@ -27,6 +27,9 @@ type pollReader struct {
 	raw    syscall.RawConn // nil: plain blocking reads
 	budget time.Duration
 	busy   atomic.Pointer[atomic.Int32]
+	// sender, if set, is corked while Read polls (see conn.corked): the
+	// commands sent meanwhile are queued and written at each poll.
+	sender atomic.Pointer[conn]
 	// slow counts recent waits that outlasted the budget; spinning stops
 	// after two in a row and resumes once a wait is short again, so a
 	// target answering in milliseconds costs no CPU in spinning.
@@ -54,43 +57,66 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		since  time.Time // first EAGAIN of this Read
 		parked bool
 	)
-	err := r.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = syscall.Read(int(fd), p)
-			if rerr == syscall.EINTR {
-				continue
-			}
-			if rerr != syscall.EAGAIN {
-				if parked {
-					// Woken by the poller: would spinning have caught it?
-					if time.Since(since) <= r.budget {
-						r.slow = 0
-					} else {
-						r.slow = min(r.slow+1, 2)
-					}
+	sender := r.sender.Load()
+	for {
+		spin := false
+		err := r.raw.Read(func(fd uintptr) bool {
+			for {
+				n, rerr = syscall.Read(int(fd), p)
+				if rerr == syscall.EINTR {
+					continue
 				}
+				if rerr != syscall.EAGAIN {
+					if parked {
+						// Woken by the poller: would spinning have caught it?
+						if time.Since(since) <= r.budget {
+							r.slow = 0
+						} else {
+							r.slow = min(r.slow+1, 2)
+						}
+					}
+					return true
+				}
+				if since.IsZero() {
+					since = time.Now()
+				}
+				if parked || busy.Load() <= 0 || r.slow >= 2 || time.Since(since) > r.budget {
+					parked = true
+					return false
+				}
+				spin = true
 				return true
 			}
-			if since.IsZero() {
-				since = time.Now()
-			}
-			if parked || busy.Load() <= 0 || r.slow >= 2 || time.Since(since) > r.budget {
-				parked = true
-				return false
-			}
-			// Let the goroutines this read woke run, and pace the polls: an
-			// empty read costs a system call, and with many commands
-			// outstanding a later read collects more answers at once (and
-			// the commands they free go out together), while a lone command
-			// is polled for often.
-			gap := min(pollGapPerCommand*time.Duration(busy.Load()), maxPollGap)
-			for t := time.Now(); time.Since(t) < gap; {
-				runtime.Gosched()
+		})
+		if err != nil {
+			return 0, err
+		}
+		if !spin {
+			break
+		}
+		// Let the goroutines this read woke run, and pace the polls: an
+		// empty read costs a system call, and with many commands
+		// outstanding a later read collects more answers at once, while a
+		// lone command is polled for often. Meanwhile the connection is
+		// corked: the commands those goroutines send are written together
+		// after each yield, one writev (and one wake-up of the target) for
+		// all of them instead of one each. Measured with random 4 KiB reads
+		// at queue depth 32 against tgtd: 0.93 → 0.18 writev per command,
+		// 2.3 → 0.9 s of system CPU in 5 s. This runs outside raw.Read: a
+		// write that fails closes the socket, and Close waits for raw.Read.
+		gap := min(pollGapPerCommand*time.Duration(busy.Load()), maxPollGap)
+		if sender != nil {
+			sender.setCork(true)
+		}
+		for t := time.Now(); time.Since(t) < gap; {
+			runtime.Gosched()
+			if sender != nil {
+				sender.flushCorked()
 			}
 		}
-	})
-	if err != nil {
-		return 0, err
+		if sender != nil {
+			sender.setCork(false)
+		}
 	}
 	if rerr != nil {
 		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}

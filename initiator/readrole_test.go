@@ -152,8 +152,15 @@ func TestReadRoleCancelKeepsConnection(t *testing.T) {
 // writers in parallel, reads whose context ends while they wait (often
 // while they hold the role), target pings, answers that come late, and
 // connection losses with recovery. Every call must return, every read must
-// see what its worker last wrote, and nothing may be left running.
+// see what its worker last wrote, and nothing may be left running. With
+// busy polling the role holder also corks the connection while it polls.
 func TestReadRoleStress(t *testing.T) {
+	for _, busyPoll := range []time.Duration{0, 200 * time.Microsecond} {
+		t.Run(fmt.Sprintf("busy poll %v", busyPoll), func(t *testing.T) { readRoleStress(t, busyPoll) })
+	}
+}
+
+func readRoleStress(t *testing.T, busyPoll time.Duration) {
 	checkNoLeak(t)
 	const (
 		workers = 8
@@ -161,7 +168,9 @@ func TestReadRoleStress(t *testing.T) {
 	)
 	ft := newFakeTarget(t, workers*region)
 	ft.pingEvery = 5 * time.Millisecond
-	s, l := fakeSession(t, ft, fakeConfig(t))
+	cfg := fakeConfig(t)
+	cfg.BusyPoll = busyPoll
+	s, l := fakeSession(t, ft, cfg)
 	want := make([][]byte, workers)
 	ft.mu.Lock()
 	for w := range want {

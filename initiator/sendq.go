@@ -152,6 +152,10 @@ func (c *conn) batchDoneLocked(q *sendQueue, gen uint64) {
 func (c *conn) waitSent() {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
+	if c.sq.size > 0 && !c.writing { // held back by the cork
+		c.writing = true
+		c.writeInline()
+	}
 	target := c.sqGen - 1
 	if c.sq.size > 0 {
 		target = c.sqGen
@@ -187,6 +191,9 @@ func (c *conn) writeNonBlocking(segs net.Buffers) (net.Buffers, error) {
 				iov = iov[:maxIOV]
 			}
 			n, err := unix.Writev(int(fd), iov)
+			if c.stats != nil {
+				c.stats.sendWrites.Add(1)
+			}
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -257,6 +264,9 @@ func (c *conn) writeLoop() {
 			c.sendMu.Unlock()
 			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 			_, err := segs.WriteTo(c.nc)
+			if c.stats != nil {
+				c.stats.sendWrites.Add(1)
+			}
 			if err == nil {
 				// No stale deadline for the inline writes that follow.
 				_ = c.nc.SetWriteDeadline(time.Time{})

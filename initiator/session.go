@@ -312,6 +312,7 @@ func (s *Session) connectOnce(ctx context.Context, portal string, algs []CHAPAlg
 	}
 	c.hooks = s.cfg.hooks
 	c.stats = &s.stats
+	pr.sender.Store(c)
 	pr.busy.Store(&c.inflight)
 	ka := keepAlive{interval: s.cfg.KeepAlive, timeout: s.cfg.KeepAliveWait, command: max(s.cfg.CommandTimeout, 0)}
 	if ka.interval < 0 {

@@ -22,6 +22,9 @@ type sessionStats struct {
 	// them (conn.await) instead of handed over by readLoop.
 	pdus         atomic.Uint64
 	pdusByCaller atomic.Uint64
+	// PDUs queued for sending, and the write system calls that sent them.
+	pdusSent   atomic.Uint64
+	sendWrites atomic.Uint64
 }
 
 func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
@@ -56,9 +59,13 @@ type Stats struct {
 	// PDUsReadByCaller of PDUsReceived were read by the goroutine waiting
 	// for them, with no hand-off between goroutines (the fast path for a
 	// command alone on its connection).
-	PDUsReceived     uint64       `json:"pdus_received" metric:"pdus_received_total,counter,PDUs received from the target."`
-	PDUsReadByCaller uint64       `json:"pdus_read_by_caller" metric:"pdus_read_by_caller_total,counter,PDUs read by the goroutine waiting for them, without a hand-off between goroutines."`
-	State            SessionState `json:"state" metric:"-"` // exported as session_up
+	PDUsReceived     uint64 `json:"pdus_received" metric:"pdus_received_total,counter,PDUs received from the target."`
+	PDUsReadByCaller uint64 `json:"pdus_read_by_caller" metric:"pdus_read_by_caller_total,counter,PDUs read by the goroutine waiting for them, without a hand-off between goroutines."`
+	// PDUsSent went to the target in SendWrites write system calls: the
+	// commands sent together share one.
+	PDUsSent   uint64       `json:"pdus_sent" metric:"pdus_sent_total,counter,PDUs sent to the target."`
+	SendWrites uint64       `json:"send_writes" metric:"send_writes_total,counter,Write system calls that sent PDUs (commands sent together share one)."`
+	State      SessionState `json:"state" metric:"-"` // exported as session_up
 	// Latency percentiles of successful commands (upper bucket bounds,
 	// within a factor of two).
 	LatencyP50  time.Duration `json:"latency_p50_ns" metric:"-"`
@@ -85,6 +92,8 @@ func (s *Session) Stats() Stats {
 		Reconnects:       s.Reconnects(),
 		PDUsReceived:     st.pdus.Load(),
 		PDUsReadByCaller: st.pdusByCaller.Load(),
+		PDUsSent:         st.pdusSent.Load(),
+		SendWrites:       st.sendWrites.Load(),
 		State:            s.State(),
 		LatencyBuckets:   make([]uint64, latencyBuckets),
 		LatencySum:       time.Duration(st.latencySum.Load()),

@@ -110,7 +110,10 @@ func TestLab(t *testing.T) {
 			t.Run("auth", func(t *testing.T) { testAuth(t, tg, lab) })
 			t.Run("readonly", func(t *testing.T) { testReadOnly(t, tg, lab) })
 			t.Run("writes", func(t *testing.T) { testRandomWrites(t, tg, lab) })
-			t.Run("concurrent", func(t *testing.T) { testConcurrentModel(t, tg, lab) })
+			t.Run("concurrent", func(t *testing.T) { testConcurrentModel(t, tg, lab, 0) })
+			// Busy polling corks the connection while it polls: commands
+			// sent meanwhile leave in batches.
+			t.Run("concurrent busypoll", func(t *testing.T) { testConcurrentModel(t, tg, lab, 200*time.Microsecond) })
 			t.Run("callerreads", func(t *testing.T) { testCallerReads(t, tg, lab) })
 		})
 	}
@@ -341,8 +344,10 @@ func testRandomWrites(t *testing.T, tg *Target, lab labSetup) {
 // testConcurrentModel runs 64 goroutines of random reads and writes, each on
 // its own region so that the model is exact, checks every read against the
 // model, that more than one command was in flight, and the final backing file.
-func testConcurrentModel(t *testing.T, tg *Target, lab labSetup) {
-	s := login(t, tg, labPlain, testConfig(t))
+func testConcurrentModel(t *testing.T, tg *Target, lab labSetup, busyPoll time.Duration) {
+	cfg := testConfig(t)
+	cfg.BusyPoll = busyPoll
+	s := login(t, tg, labPlain, cfg)
 	lunNo := lab.firstLUN
 	l, err := s.OpenLUN(ctxFor(t, 10*time.Second), uint64(lunNo))
 	if err != nil {
@@ -399,6 +404,8 @@ func testConcurrentModel(t *testing.T, tg *Target, lab labSetup) {
 	} else {
 		t.Logf("peak commands in flight: %d", p)
 	}
+	st := s.Stats()
+	t.Logf("%d PDUs sent in %d writes", st.PDUsSent, st.SendWrites)
 	if err := l.SyncContext(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,8 @@ var metricsBefore = []struct{ name, typ, labels, help string }{
 	{"iscsifs_commands_in_flight", "gauge", "target", "SCSI commands outstanding now."},
 	{"iscsifs_pdus_received_total", "counter", "target", "PDUs received from the target."},
 	{"iscsifs_pdus_read_by_caller_total", "counter", "target", "PDUs read by the goroutine waiting for them, without a hand-off between goroutines."},
+	{"iscsifs_pdus_sent_total", "counter", "target", "PDUs sent to the target."},
+	{"iscsifs_send_writes_total", "counter", "target", "Write system calls that sent PDUs (commands sent together share one)."},
 	{"iscsifs_reconnects_total", "counter", "target", "Times the session was re-established."},
 	{"iscsifs_session_up", "gauge", "target", "1 when the session is logged in, 0 while recovering or unavailable."},
 	{"iscsifs_command_latency_seconds", "histogram", "target", "SCSI command latency (power-of-two buckets)."},
