@@ -414,9 +414,8 @@ func (c *conn) lockSend() { c.sendMu.Lock() }
 // ping: a few bytes each) do not, so that they are not held up by the bulk
 // data of a target that stopped reading.
 func (c *conn) unlockSend(wait bool) {
-	if c.sq.size > 0 && !c.writing && (!c.corked.Load() || c.sq.size >= corkMaxBytes) {
-		c.writing = true
-		c.writeInline()
+	if !c.corked.Load() || c.sq.size >= corkMaxBytes {
+		c.flushLocked()
 	}
 	for wait && c.sq.size > sendMaxBatch && c.deadErr() == nil {
 		if c.hooks != nil && c.hooks.flushWait != nil {
@@ -675,31 +674,30 @@ func (c *conn) readPDU(byWaiter bool) error {
 const corkMaxBytes = 64 << 10
 
 // setCork sets or clears the cork (see corked); clearing it writes what
-// senders queued meanwhile. Called by the role holder.
+// senders queued meanwhile. Called by the role holder; a nil c does nothing.
 func (c *conn) setCork(on bool) {
-	if c.corked.Load() == on {
+	if c == nil || c.corked.Load() == on {
+		return
+	}
+	if on {
+		// No lock: a sender that still sees the cork off writes itself.
+		c.corked.Store(true)
 		return
 	}
 	c.sendMu.Lock()
-	c.corked.Store(on)
-	if !on && c.sq.size > 0 && !c.writing {
-		c.writing = true
-		c.writeInline()
-	}
+	c.corked.Store(false)
+	c.flushLocked()
 	c.sendMu.Unlock()
 }
 
 // flushCorked writes what senders queued under the cork. Called by the
-// role holder.
+// role holder; a nil c does nothing.
 func (c *conn) flushCorked() {
-	if !c.corked.Load() {
+	if c == nil || !c.corked.Load() {
 		return
 	}
 	c.sendMu.Lock()
-	if c.sq.size > 0 && !c.writing {
-		c.writing = true
-		c.writeInline()
-	}
+	c.flushLocked()
 	c.sendMu.Unlock()
 }
 

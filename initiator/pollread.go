@@ -105,18 +105,12 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		// 2.3 → 0.9 s of system CPU in 5 s. This runs outside raw.Read: a
 		// write that fails closes the socket, and Close waits for raw.Read.
 		gap := min(pollGapPerCommand*time.Duration(busy.Load()), maxPollGap)
-		if sender != nil {
-			sender.setCork(true)
-		}
+		sender.setCork(true)
 		for t := time.Now(); time.Since(t) < gap; {
 			runtime.Gosched()
-			if sender != nil {
-				sender.flushCorked()
-			}
+			sender.flushCorked()
 		}
-		if sender != nil {
-			sender.setCork(false)
-		}
+		sender.setCork(false)
 	}
 	if rerr != nil {
 		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}

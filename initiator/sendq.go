@@ -129,6 +129,15 @@ func (c *conn) writeInline() {
 	}
 }
 
+// flushLocked writes what is queued, inline, unless a write is in progress
+// (its owner writes the queue too). Called with sendMu held.
+func (c *conn) flushLocked() {
+	if c.sq.size > 0 && !c.writing {
+		c.writing = true
+		c.writeInline()
+	}
+}
+
 // takeBatchLocked takes the queue for writing and returns it with its number.
 func (c *conn) takeBatchLocked() (*sendQueue, uint64) {
 	q, gen := c.sq, c.sqGen
@@ -152,10 +161,7 @@ func (c *conn) batchDoneLocked(q *sendQueue, gen uint64) {
 func (c *conn) waitSent() {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	if c.sq.size > 0 && !c.writing { // held back by the cork
-		c.writing = true
-		c.writeInline()
-	}
+	c.flushLocked() // what the cork holds back
 	target := c.sqGen - 1
 	if c.sq.size > 0 {
 		target = c.sqGen
@@ -191,9 +197,6 @@ func (c *conn) writeNonBlocking(segs net.Buffers) (net.Buffers, error) {
 				iov = iov[:maxIOV]
 			}
 			n, err := unix.Writev(int(fd), iov)
-			if c.stats != nil {
-				c.stats.sendWrites.Add(1)
-			}
 			switch {
 			case err == unix.EINTR:
 				continue
@@ -202,6 +205,9 @@ func (c *conn) writeNonBlocking(segs net.Buffers) (net.Buffers, error) {
 			case err != nil:
 				werr = err
 				return true
+			}
+			if c.stats != nil {
+				c.stats.sendWrites.Add(1)
 			}
 			segs = consumed(segs, n)
 		}
