@@ -15,6 +15,7 @@ import (
 type cpuSample struct {
 	at         time.Time
 	busy, all  uint64 // jiffies of the machine, from /proc/stat
+	steal      uint64 // jiffies the hypervisor ran something else (in busy too)
 	tgtd       uint64 // utime+stime of tgtd, jiffies
 	tgtdKnown  bool
 	tgtdThread map[string]uint64 // the same per thread (task id)
@@ -30,6 +31,9 @@ func sampleCPU(tgtdPID int) cpuSample {
 			s.all += v
 			if i != 4 && i != 5 { // idle, iowait
 				s.busy += v
+			}
+			if i == 8 {
+				s.steal = v
 			}
 		}
 	}
@@ -66,6 +70,17 @@ func procTicks(path string) (uint64, bool) {
 	return u + st, true
 }
 
+// stealPercent is the share of the machine's CPU time between before and s
+// that the hypervisor gave to someone else: on a shared host the same run
+// can take twice as long when it is high, so the log and the table show it.
+func (s cpuSample) stealPercent(before cpuSample) float64 {
+	all := s.all - before.all
+	if all == 0 {
+		return 0
+	}
+	return 100 * float64(s.steal-before.steal) / float64(all)
+}
+
 // since says how busy the CPUs were between before and s, and tgtd's share
 // (in CPUs: 1.00 is one core the whole time), with its busiest thread's:
 // tgtd serves every connection from one event loop thread.
@@ -74,7 +89,7 @@ func (s cpuSample) since(before cpuSample) string {
 	if all == 0 {
 		return "cpu: n/a"
 	}
-	out := fmt.Sprintf("cpus %.0f%% busy", 100*float64(s.busy-before.busy)/float64(all))
+	out := fmt.Sprintf("cpus %.0f%% busy, %.0f%% stolen by the host", 100*float64(s.busy-before.busy)/float64(all), s.stealPercent(before))
 	if s.tgtdKnown && before.tgtdKnown {
 		ticks := float64(s.at.Sub(before.at)) / float64(time.Second) * 100 // USER_HZ
 		var busiest uint64

@@ -41,6 +41,8 @@ type result struct {
 	name string
 	runs []float64
 	err  error
+	// stealMax is the highest host steal (percent of CPU time) in a run.
+	stealMax float64
 }
 
 // contest runs every contestant cfg.runs times, alternating: each round
@@ -63,8 +65,10 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 				logf("figure %s: %s failed: %v", fig, cs[i].name, err)
 				continue
 			}
+			after := sampleCPU(b.tg.PID())
 			res[i].runs = append(res[i].runs, v)
-			logf("figure %s run %d: %-22s %10.1f %s  (%s)", fig, round+1, cs[i].name, v, unit, sampleCPU(b.tg.PID()).since(before))
+			res[i].stealMax = max(res[i].stealMax, after.stealPercent(before))
+			logf("figure %s run %d: %-22s %10.1f %s  (%s)", fig, round+1, cs[i].name, v, unit, after.since(before))
 		}
 	}
 	if err := b.ctx.Err(); err != nil {

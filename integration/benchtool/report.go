@@ -29,10 +29,13 @@ type row struct {
 	OursMax    float64   `json:"iscsifs_max"`
 	// Ratio is iscsifs/peer, or peer/iscsifs where lower is better (RSS):
 	// above 1 iscsifs is better.
-	Ratio  float64 `json:"ratio"`
-	Target string  `json:"target"`
-	Met    *bool   `json:"met,omitempty"`
-	Error  string  `json:"error,omitempty"`
+	Ratio float64 `json:"ratio"`
+	// StealMax is the highest share of CPU time the hypervisor took away
+	// during one of the figure's runs, in percent.
+	StealMax float64 `json:"steal_max_pct"`
+	Target   string  `json:"target"`
+	Met      *bool   `json:"met,omitempty"`
+	Error    string  `json:"error,omitempty"`
 }
 
 func median(v []float64) float64 {
@@ -76,7 +79,8 @@ func compareRows(fig, what, unit string, res []result, target float64, lower boo
 	var rows []row
 	for i, p := range peers {
 		r := row{Figure: fig, What: what, Unit: unit, Peer: p.name,
-			PeerRuns: p.runs, PeerMedian: median(p.runs), OursRuns: ours.runs, OursMedian: median(ours.runs)}
+			PeerRuns: p.runs, PeerMedian: median(p.runs), OursRuns: ours.runs, OursMedian: median(ours.runs),
+			StealMax: max(p.stealMax, ours.stealMax)}
 		r.PeerMin, r.PeerMax = spread(p.runs)
 		r.OursMin, r.OursMax = spread(ours.runs)
 		var errs []string
@@ -156,7 +160,7 @@ func printTable(w io.Writer, b *bench, rows []row) {
 	fmt.Fprintf(w, "\niscsifs make bench, %s: %d CPUs, Linux %s, tgtd on 127.0.0.1; median (min–max) of %d alternating runs; ratio > 1: iscsifs is better\n",
 		b.start.UTC().Format("2006-01-02"), runtime.NumCPU(), strings.TrimSpace(string(kernel)), b.cfg.runs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fig\tfigure\tpeer\tpeer value\tmin–max\tiscsifs\tmin–max\tunit\tratio\ttarget\tmet")
+	fmt.Fprintln(tw, "fig\tfigure\tpeer\tpeer value\tmin–max\tiscsifs\tmin–max\tunit\tratio\ttarget\tmet\tsteal")
 	for _, r := range rows {
 		met := ""
 		if r.Met != nil {
@@ -166,8 +170,8 @@ func printTable(w io.Writer, b *bench, rows []row) {
 		if r.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f", r.Ratio)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Figure, r.What, r.Peer,
-			num(r.PeerMedian), spreadText(r.PeerRuns), num(r.OursMedian), spreadText(r.OursRuns), r.Unit, ratio, r.Target, met)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\n", r.Figure, r.What, r.Peer,
+			num(r.PeerMedian), spreadText(r.PeerRuns), num(r.OursMedian), spreadText(r.OursRuns), r.Unit, ratio, r.Target, met, r.StealMax)
 	}
 	tw.Flush()
 	for _, r := range rows {
