@@ -269,8 +269,8 @@ func (c *conn) writeLoop() {
 			c.inWrite = true
 			c.sendMu.Unlock()
 			_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			_, err := segs.WriteTo(c.nc)
-			if c.stats != nil {
+			n, err := segs.WriteTo(c.nc)
+			if n > 0 && c.stats != nil { // as writeNonBlocking: only writes that sent bytes
 				c.stats.sendWrites.Add(1)
 			}
 			if err == nil {
