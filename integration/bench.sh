@@ -9,7 +9,9 @@
 # there is room, 3b to one on the local disk, under BENCH_DISK_DIR, default
 # /var/tmp) with alternating runs (median and min–max of BENCH_RUNS, default
 # 5); prints one table and writes it as JSON (BENCH_JSON, default
-# bin/bench-results.json). Figures 9 to 11 put ext4 on a loop device over the
+# bin/bench-results.json). A run during which the host stole more than
+# BENCH_MAX_STEAL percent of the CPU time (default 10; 0: never) is repeated,
+# at most twice, keeping the least disturbed try. Figures 9 to 11 put ext4 on a loop device over the
 # LUN; 9 copies BENCH_TREE (default the Go source tree,
 # $(go env GOROOT)/src) onto it. Figures 12 to 14 run fio with O_DIRECT on
 # the FUSE files; 15 is random reads at queue depth 1.
@@ -105,6 +107,7 @@ go build -o "$work/benchtool" ./integration/benchtool
 "$work/benchtool" -iscsifs "$work/iscsifs" -dir "$work" -disk-dir "$disk" \
 	-json "${BENCH_JSON:-bin/bench-results.json}" \
 	-runs "${BENCH_RUNS:-5}" -seconds "${BENCH_SECONDS:-5}" -only "${BENCH_ONLY:-}" \
+	-max-steal "${BENCH_MAX_STEAL:-10}" \
 	-tree "${BENCH_TREE:-$(go env GOROOT)/src}" &
 tool_pid=$!
 status=0

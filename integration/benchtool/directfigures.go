@@ -48,7 +48,6 @@ func (b *bench) directFio(mount mountFunc, rw string, jobs int) func(context.Con
 // directLatency is figure 12: directRun of random reads in one job; the
 // mean and the 99th percentile of fio's completion latency, in µs.
 func (b *bench) directLatency() []row {
-	p99 := map[string][]float64{}
 	run := func(name string, mount mountFunc) contestant {
 		return contestant{name, func(ctx context.Context) (float64, error) {
 			side, err := b.directRun(ctx, mount, "randread", 1)
@@ -60,7 +59,7 @@ func (b *bench) directLatency() []row {
 				return 0, errors.New("fio reported no completion latency")
 			}
 			logf("figure 12: %s p99 %.1f µs", name, p/1e3)
-			p99[name] = append(p99[name], p/1e3)
+			b.note(p / 1e3)
 			return side.Clat.Mean / 1e3, nil
 		}}
 	}
@@ -68,7 +67,7 @@ func (b *bench) directLatency() []row {
 	what := fmt.Sprintf("FUSE O_DIRECT rand read 4 KiB, psync, 1 job, %d s", b.cfg.seconds)
 	rows := compareRows("12", what+": mean latency", "µs", r, 1.0, true)
 	for i := range r {
-		r[i].runs = p99[r[i].name]
+		r[i].runs = r[i].noted
 	}
 	return append(rows, compareRows("12", what+": p99 latency", "µs", r, 1.0, true)...)
 }

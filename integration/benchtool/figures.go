@@ -29,7 +29,16 @@ type bench struct {
 	// qsdPeer; qsdErr if no way keeps the data.
 	qsdDIO *bool
 	qsdErr error
+	// noted is the second figure of the run in progress (see note).
+	noted *float64
+	// cpu samples the machine's and tgtd's CPU time around each run.
+	cpu func() cpuSample
 }
+
+// note records a second figure of the run in progress (figure 8's peak RSS,
+// figure 12's p99): contest keeps it with the run's sample in result.noted,
+// and drops it with a run it repeats.
+func (b *bench) note(v float64) { b.noted = &v }
 
 // contestant is one tool measured in a figure; run returns one sample.
 type contestant struct {
@@ -41,6 +50,8 @@ type result struct {
 	name string
 	runs []float64
 	err  error
+	// noted holds each kept run's second figure, if the run noted one.
+	noted []float64
 	// stealMax is the highest host steal (percent of CPU time) in a run.
 	stealMax float64
 }
@@ -58,17 +69,17 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 			if res[i].err != nil || b.ctx.Err() != nil {
 				continue
 			}
-			before := sampleCPU(b.tg.PID())
-			v, err := cs[i].run(b.ctx)
+			kept, err := b.attempts(fig, round, unit, cs[i])
 			if err != nil {
 				res[i].err = err
 				logf("figure %s: %s failed: %v", fig, cs[i].name, err)
 				continue
 			}
-			after := sampleCPU(b.tg.PID())
-			res[i].runs = append(res[i].runs, v)
-			res[i].stealMax = max(res[i].stealMax, after.stealPercent(before))
-			logf("figure %s run %d: %-22s %10.1f %s  (%s)", fig, round+1, cs[i].name, v, unit, after.since(before))
+			res[i].runs = append(res[i].runs, kept.value)
+			if kept.noted != nil {
+				res[i].noted = append(res[i].noted, *kept.noted)
+			}
+			res[i].stealMax = max(res[i].stealMax, kept.steal)
 		}
 	}
 	if err := b.ctx.Err(); err != nil {
@@ -80,6 +91,49 @@ func (b *bench) contest(fig string, unit string, cs ...contestant) []result {
 	}
 	return res
 }
+
+// attempt is one run of a contestant.
+type attempt struct {
+	value float64
+	noted *float64
+	steal float64 // percent of the machine's CPU time the host took
+}
+
+// attempts runs c once, and again while the host stole more than
+// cfg.maxSteal percent of the CPU time during the run, at most
+// maxStealRepeats more times; it keeps the run the host disturbed least. On
+// this shared VM a run can lose a third of its CPU time to other guests and
+// come out at half speed, for either tool; repeating it right away keeps
+// both tools' samples comparable without giving either an easier slot.
+func (b *bench) attempts(fig string, round int, unit string, c contestant) (attempt, error) {
+	var best *attempt
+	for n := 0; ; n++ {
+		b.noted = nil
+		before := b.cpu()
+		v, err := c.run(b.ctx)
+		if err != nil {
+			return attempt{}, err
+		}
+		after := b.cpu()
+		a := attempt{value: v, noted: b.noted, steal: after.stealPercent(before)}
+		b.noted = nil
+		logf("figure %s run %d: %-22s %10.1f %s  (%s)", fig, round+1, c.name, v, unit, after.since(before))
+		if best == nil || a.steal < best.steal {
+			best = &a
+		}
+		if b.cfg.maxSteal <= 0 || best.steal <= b.cfg.maxSteal || n == maxStealRepeats || b.ctx.Err() != nil {
+			if n > 0 {
+				logf("figure %s run %d: %s kept the run with %.0f%% stolen", fig, round+1, c.name, best.steal)
+			}
+			return *best, nil
+		}
+		logf("figure %s run %d: %s again: the host took %.0f%% of the CPU time (over %.0f%%)", fig, round+1, c.name, a.steal, b.cfg.maxSteal)
+	}
+}
+
+// maxStealRepeats bounds the runs attempts repeats, so that a host that
+// steals all afternoon costs at most three times the time.
+const maxStealRepeats = 2
 
 // lastFigure is the number of the last figure.
 const lastFigure = 16
@@ -650,7 +704,6 @@ func (b *bench) seqWrite(mount mountFunc) func(context.Context) (float64, error)
 // a 128 MiB range twice and time the second read; then the daemon's peak
 // RSS.
 func (b *bench) warm() []row {
-	rss := map[string][]float64{}
 	run := func(name string, mount mountFunc) contestant {
 		return contestant{name, func(ctx context.Context) (float64, error) {
 			return withMount(ctx, mount, 1, false, func(m *fuseMount) (float64, error) {
@@ -668,7 +721,7 @@ func (b *bench) warm() []row {
 				if err != nil {
 					return 0, err
 				}
-				rss[name] = append(rss[name], float64(peak)/float64(mib))
+				b.note(float64(peak) / float64(mib))
 				return v, nil
 			})
 		}}
@@ -684,7 +737,7 @@ func (b *bench) warm() []row {
 		}
 	}
 	peer, ours := r[0], r[1]
-	peer.runs, ours.runs = rss[peer.name], rss[ours.name]
+	peer.runs, ours.runs = peer.noted, ours.noted
 	rssRows := compareRows("8", fmt.Sprintf("peak RSS of the FUSE daemon (iscsifs --cache-size %dMiB)", b.cfg.cacheMiB), "MiB", []result{peer, ours}, 0, true)
 	limit := float64(b.cfg.cacheMiB + 64)
 	for i := range rssRows {

@@ -39,6 +39,7 @@ type config struct {
 	cacheMiB int64
 	only     string
 	tree     string
+	maxSteal float64
 }
 
 func main() {
@@ -51,6 +52,7 @@ func main() {
 	flag.IntVar(&cfg.seconds, "seconds", 5, "length of each timed run (figures 1, 2, 6, 10 to 15)")
 	flag.Int64Var(&cfg.cacheMiB, "cache-mib", 256, "iscsifs mount --cache-size in MiB")
 	flag.StringVar(&cfg.only, "only", "", "run only these figures (e.g. 125, or 9,10,11, or 3b)")
+	flag.Float64Var(&cfg.maxSteal, "max-steal", 10, "repeat a run (up to twice) when the host stole more than this percent of the CPU time during it (0: never)")
 	flag.StringVar(&cfg.tree, "tree", "", "the directory tree figure 9 copies onto ext4 (the Go source tree)")
 	flag.Parse()
 	if cfg.iscsifs == "" || cfg.dir == "" || cfg.runs < 1 || cfg.seconds < 1 {
@@ -86,7 +88,8 @@ func run(cfg config) int {
 		}
 	}()
 
-	b := &bench{cfg: cfg, tg: tg, reg: reg, ctx: ctx, start: time.Now()}
+	b := &bench{cfg: cfg, tg: tg, reg: reg, ctx: ctx, start: time.Now(),
+		cpu: func() cpuSample { return sampleCPU(tg.PID()) }}
 	rows := b.all()
 	printTable(os.Stdout, b, rows)
 	if ctx.Err() != nil {
