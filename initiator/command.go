@@ -59,6 +59,13 @@ const (
 // task management request is taken for dead), at most abortTimeout. A
 // frozen target thus costs 1.75 command timeouts (with the sweep) before
 // the connection is dropped and the replacement timeout starts.
+// closedChan is closed: receiving from it never waits.
+var closedChan = func() <-chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
 func abortWait(timeout time.Duration) time.Duration {
 	if timeout > 0 && timeout/2 < abortTimeout {
 		return timeout / 2
@@ -121,15 +128,17 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 	if c.hooks != nil && c.hooks.queued != nil {
 		c.hooks.queued()
 	}
-	dataOutDone := make(chan struct{})
-	sendsData := cmd.Write != nil && (unsolicitedEnd > len(imm) || t.r2ts != nil)
-	if !sendsData || !c.goroutine(func() {
-		defer close(dataOutDone)
-		c.dataOut(t, len(imm), unsolicitedEnd)
-	}) {
-		// Nothing to send, or the connection is closing: it has failed
-		// the task, or is about to.
-		close(dataOutDone)
+	// dataOutDone stays closed when there is nothing to send, or the
+	// connection is closing (it has failed the task, or is about to).
+	dataOutDone := closedChan
+	if cmd.Write != nil && (unsolicitedEnd > len(imm) || t.r2ts != nil) {
+		sending := make(chan struct{})
+		if c.goroutine(func() {
+			defer close(sending)
+			c.dataOut(t, len(imm), unsolicitedEnd)
+		}) {
+			dataOutDone = sending
+		}
 	}
 
 	// The connection's sweeper aborts the task once its deadline passes

@@ -66,9 +66,12 @@ type conn struct {
 	expCmdSN  uint32
 	maxCmdSN  uint32
 	expStatSN uint32 // last StatSN received + 1
-	windowCh  chan struct{}
-	tasks     map[uint32]*task
-	nextITT   uint32
+	// windowCh is closed when the window moves, if windowWaited: a sender
+	// waits on it (a fresh one per wait, not per response).
+	windowCh     chan struct{}
+	windowWaited bool
+	tasks        map[uint32]*task
+	nextITT      uint32
 	// state: connOpen, then connDraining when the target asks for a logout
 	// (Asynchronous Message event 1: from then on no numbered command is
 	// sent on the connection), and connFailed for good, with err as the
@@ -365,6 +368,7 @@ func (c *conn) send(ctx context.Context, t *task, o sendOpts, build func(itt, cm
 			return err
 		}
 		wait := c.windowCh
+		c.windowWaited = true
 		c.mu.Unlock()
 		c.unlockSend(false)
 		select {
@@ -472,9 +476,10 @@ func (c *conn) updateWindow(exp, max uint32) {
 	if serialLess(c.cmdSN, c.expCmdSN) {
 		c.cmdSN = c.expCmdSN
 	}
-	if changed {
+	if changed && c.windowWaited {
 		close(c.windowCh)
 		c.windowCh = make(chan struct{})
+		c.windowWaited = false
 	}
 	c.mu.Unlock()
 }

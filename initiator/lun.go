@@ -45,8 +45,10 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 		if err != nil {
 			return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: err}
 		}
-		var serr *scsi.StatusError
-		if !errors.As(scsi.CheckStatus(cdb, resp.Status, resp.Sense), &serr) {
+		// CheckStatus returns a bare *StatusError: a type assertion, unlike
+		// errors.As, keeps serr off the heap on every command's success.
+		serr, _ := scsi.CheckStatus(cdb, resp.Status, resp.Sense).(*scsi.StatusError)
+		if serr == nil {
 			return resp.Transferred, nil // GOOD or CONDITION MET
 		}
 		wait := time.Duration(0)
