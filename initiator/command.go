@@ -59,13 +59,6 @@ const (
 // task management request is taken for dead), at most abortTimeout. A
 // frozen target thus costs 1.75 command timeouts (with the sweep) before
 // the connection is dropped and the replacement timeout starts.
-// closedChan is closed: receiving from it never waits.
-var closedChan = func() <-chan struct{} {
-	ch := make(chan struct{})
-	close(ch)
-	return ch
-}()
-
 func abortWait(timeout time.Duration) time.Duration {
 	if timeout > 0 && timeout/2 < abortTimeout {
 		return timeout / 2
@@ -74,6 +67,13 @@ func abortWait(timeout time.Duration) time.Duration {
 }
 
 func opName(cdb []byte) string { return scsi.OpName(cdb) }
+
+// closedChan is closed: receiving from it never waits.
+var closedChan = func() <-chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
 // execSCSI runs one command on the connection. It returns only when the
 // target no longer uses cmd's buffers: for reads the task is detached, for
