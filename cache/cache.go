@@ -94,6 +94,7 @@ type counters struct {
 // concurrent use.
 type Cache struct {
 	dev          Device
+	durable      DurableWriter // dev's, if it offers one; else nil
 	log          *slog.Logger
 	size         atomic.Int64 // device size in bytes; changes with Resize
 	ss           int          // logical block size
@@ -178,8 +179,10 @@ func New(dev Device, opts Options) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
+	durable, _ := dev.(DurableWriter)
 	c := &Cache{
 		dev:          dev,
+		durable:      durable,
 		log:          orDiscard(opts.Logger),
 		ss:           ss,
 		ssShift:      uint(bits.TrailingZeros(uint(ss))),
@@ -359,7 +362,7 @@ func (c *Cache) Close(ctx context.Context) error {
 		c.log.Warn("cache closed while operations were still in progress", "err", err)
 		return err
 	}
-	err := c.flush(ctx)
+	err := c.flush(ctx, false)
 	c.cancel()
 	// Every operation has left, so no fetch starts any more: nothing is
 	// added to wg while Close waits for it.

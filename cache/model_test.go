@@ -85,23 +85,35 @@ func TestModel(t *testing.T) {
 		name string
 		bs   int
 		opts Options
+		// durable: the device has a volatile write cache and durable
+		// writes (durableDev); the model also syncs, and checks at the end
+		// that the medium holds everything.
+		durable bool
 	}{
-		{"writeback-512", 512, Options{Size: 4 * mib, ReadAhead: mib, FlushInterval: 10 * time.Millisecond, Parallel: 8}},
-		{"writeback-4096-noflusher", 4096, Options{Size: 4 * mib, ReadAhead: 2 * mib, FlushInterval: -1, Parallel: 4}},
-		{"writethrough", 512, Options{Size: 4 * mib, ReadAhead: mib, WriteThrough: true, Parallel: 8}},
+		{"writeback-512", 512, Options{Size: 4 * mib, ReadAhead: mib, FlushInterval: 10 * time.Millisecond, Parallel: 8}, false},
+		{"writeback-4096-noflusher", 4096, Options{Size: 4 * mib, ReadAhead: 2 * mib, FlushInterval: -1, Parallel: 4}, false},
+		{"writethrough", 512, Options{Size: 4 * mib, ReadAhead: mib, WriteThrough: true, Parallel: 8}, false},
+		{"writeback-durable", 512, Options{Size: 4 * mib, ReadAhead: mib, FlushInterval: 10 * time.Millisecond, Parallel: 8}, true},
+		{"writethrough-durable", 4096, Options{Size: 4 * mib, ReadAhead: mib, WriteThrough: true, Parallel: 8}, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { runModel(t, tc.bs, tc.opts) })
+		t.Run(tc.name, func(t *testing.T) { runModel(t, tc.bs, tc.opts, tc.durable) })
 	}
 }
 
-func runModel(t *testing.T, bs int, opts Options) {
+func runModel(t *testing.T, bs int, opts Options, durable bool) {
 	const size = 32 * mib
 	ops := 150
 	if testing.Short() {
 		ops = 40
 	}
 	dev, model := newTestDev(t, size, bs, 99)
-	c := newCache(t, dev, opts)
+	var ddev *durableDev
+	var cdev Device = dev
+	if durable {
+		ddev = &durableDev{testDev: dev, medium: append([]byte(nil), model...)}
+		cdev = ddev
+	}
+	c := newCache(t, cdev, opts)
 	locks := &rangeLocks{}
 	locks.cond = sync.NewCond(&locks.mu)
 	ctx := context.Background()
@@ -160,7 +172,11 @@ func runModel(t *testing.T, bs int, opts Options) {
 						return
 					}
 				case r < 98:
-					if err := c.Flush(ctx); err != nil {
+					sync := c.Flush
+					if durable && rng.IntN(2) == 0 {
+						sync = c.SyncContext
+					}
+					if err := sync(ctx); err != nil {
 						t.Error(err)
 					}
 				default:
@@ -178,6 +194,15 @@ func runModel(t *testing.T, bs int, opts Options) {
 	}
 	if !bytes.Equal(dev.content(t), model) {
 		t.Error("device differs from the model after Sync")
+	}
+	if durable {
+		if !bytes.Equal(ddev.survives(), model) {
+			t.Error("after Sync the device's medium differs from the model")
+		}
+		if ddev.durableWrites.Load() == 0 {
+			t.Error("no durable write: the test did not exercise them")
+		}
+		t.Logf("%d durable writes, %d device flushes", ddev.durableWrites.Load(), ddev.flushes.Load())
 	}
 	s := c.Stats()
 	if s.DirtyBytes != 0 || s.CachedBytes+s.DirtyBytes > opts.Size {

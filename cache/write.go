@@ -177,7 +177,7 @@ func (c *Cache) writeThroughRange(ctx context.Context, off, end int64) error {
 			lo, hi := c.blockRange(b, off, end)
 			pieces = c.grab(b, lo, hi, pieces)
 		}
-		err := c.issue(ctx, pieces)
+		err := c.issue(ctx, pieces, true)
 		if err == nil {
 			err = c.waitWriteback(ctx, blocks, off, end)
 		}

@@ -55,7 +55,7 @@ func (c *Cache) flusher() {
 		case <-c.stop:
 			return
 		}
-		err := c.writebackAll(c.bg)
+		err := c.writebackAll(c.bg, false)
 		<-c.wbSem
 		if err == nil {
 			continue
@@ -81,19 +81,21 @@ func (c *Cache) Flush(ctx context.Context) error {
 		return ErrClosed
 	}
 	defer c.leave()
-	return c.flush(ctx)
+	return c.flush(ctx, false)
 }
 
 // Sync is SyncContext without a deadline, as os.File.Sync.
 func (c *Cache) Sync() error { return c.SyncContext(context.Background()) }
 
 // SyncContext is Flush followed by a device sync (SCSI SYNCHRONIZE CACHE).
+// A small write-back goes through the device's DurableWriter, so that the
+// device sync may have nothing left to do.
 func (c *Cache) SyncContext(ctx context.Context) error {
 	if !c.enter() {
 		return ErrClosed
 	}
 	defer c.leave()
-	if err := c.flush(ctx); err != nil {
+	if err := c.flush(ctx, true); err != nil {
 		return err
 	}
 	if err := c.dev.SyncContext(ctx); err != nil {
@@ -102,13 +104,15 @@ func (c *Cache) SyncContext(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cache) flush(ctx context.Context) error {
+// flush writes back every dirty range; forSync says a device sync follows
+// (see issue).
+func (c *Cache) flush(ctx context.Context, forSync bool) error {
 	select {
 	case c.wbSem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	err := c.writebackAll(ctx)
+	err := c.writebackAll(ctx, forSync)
 	<-c.wbSem
 	c.mu.Lock()
 	if err == nil {
@@ -121,7 +125,7 @@ func (c *Cache) flush(ctx context.Context) error {
 
 // writebackAll writes back every dirty logical block, in device order,
 // coalesced and in parallel. Passes are serialised by wbSem.
-func (c *Cache) writebackAll(ctx context.Context) error {
+func (c *Cache) writebackAll(ctx context.Context, forSync bool) error {
 	c.mu.Lock()
 	blocks := make([]*block, 0, len(c.dirtyBlocks))
 	for _, b := range c.dirtyBlocks {
@@ -145,7 +149,7 @@ func (c *Cache) writebackAll(ctx context.Context) error {
 	if c.log.Enabled(ctx, slog.LevelDebug) { // spares boxing the counts on every flush
 		c.log.Debug("write-back", "blocks", len(blocks), "pieces", len(pieces))
 	}
-	return c.issue(ctx, pieces)
+	return c.issue(ctx, pieces, forSync)
 }
 
 // grab moves the dirty logical blocks of b within [lo, hi) to wb and appends
@@ -188,12 +192,21 @@ func (c *Cache) coalesce(pieces []wbPiece) []wbRun {
 
 // issue writes pieces back with up to Parallel device writes in flight and
 // returns the first error. Pieces that fail, or are never issued because ctx
-// ended, become dirty again.
-func (c *Cache) issue(ctx context.Context, pieces []wbPiece) error {
+// ended, become dirty again. forSync says a device sync follows: then up to
+// durableWriteMax bytes go through the device's DurableWriter.
+func (c *Cache) issue(ctx context.Context, pieces []wbPiece, forSync bool) error {
 	if len(pieces) == 0 {
 		return nil
 	}
 	runs := c.coalesce(pieces)
+	durable := false
+	if forSync && c.durable != nil {
+		total := 0
+		for _, r := range runs {
+			total += r.n
+		}
+		durable = total <= durableWriteMax
+	}
 	var (
 		wg    sync.WaitGroup
 		emu   sync.Mutex
@@ -233,7 +246,7 @@ func (c *Cache) issue(ctx context.Context, pieces []wbPiece) error {
 			// The last run (often the only one: an fsync after a small
 			// write) is written by the caller, saving a goroutine and
 			// its wake-up on the path of every synchronous write.
-			if err := c.writeRun(ctx, r, stage); err != nil {
+			if err := c.writeRun(ctx, r, stage, durable); err != nil {
 				fail(err)
 			}
 			break
@@ -241,7 +254,7 @@ func (c *Cache) issue(ctx context.Context, pieces []wbPiece) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := c.writeRun(ctx, r, stage); err != nil {
+			if err := c.writeRun(ctx, r, stage, durable); err != nil {
 				fail(err)
 			}
 		}()
@@ -250,8 +263,9 @@ func (c *Cache) issue(ctx context.Context, pieces []wbPiece) error {
 	return first
 }
 
-// writeRun performs one device write (holding a request slot) and settles its pieces.
-func (c *Cache) writeRun(ctx context.Context, r wbRun, stage []byte) error {
+// writeRun performs one device write (holding a request slot) and settles
+// its pieces; durable sends it through c.durable.
+func (c *Cache) writeRun(ctx context.Context, r wbRun, stage []byte, durable bool) error {
 	var data []byte
 	if stage != nil {
 		data = stage[:r.n]
@@ -263,7 +277,13 @@ func (c *Cache) writeRun(ctx context.Context, r wbRun, stage []byte) error {
 		p := r.pieces[0]
 		data = p.b.buf[p.s0<<c.ssShift : p.s1<<c.ssShift]
 	}
-	n, err := c.dev.WriteAtContext(ctx, data, r.off)
+	var n int
+	var err error
+	if durable {
+		n, err = c.durable.WriteDurableAtContext(ctx, data, r.off)
+	} else {
+		n, err = c.dev.WriteAtContext(ctx, data, r.off)
+	}
 	c.release()
 	c.putStage(stage)
 	c.st.devWrites.Add(1)

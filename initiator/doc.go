@@ -29,7 +29,10 @@
 // and length (partial blocks are read and merged), with context-taking
 // variants (ReadAtContext, WriteAtContext, SyncContext). Large requests are
 // split at the target's limits and their pieces sent at once. Sync makes
-// written data durable with SYNCHRONIZE CACHE. Discard deallocates (UNMAP,
+// written data durable with SYNCHRONIZE CACHE, sent only when a write since
+// the last one may sit in the target's write cache: WriteDurableAtContext
+// writes with FORCE UNIT ACCESS where the target offers it, so that the
+// Sync after a small write has nothing to send. Discard deallocates (UNMAP,
 // WRITE SAME) and LBAStatus reports allocation. Execute sends any other
 // SCSI command as a raw CDB, with a data-in or a data-out buffer; Session.Do
 // does the same for any LUN of a session.

@@ -50,6 +50,8 @@ type fakeTarget struct {
 	onSCSI      func(c *fakeConn, m *pdu.SCSICommand) bool // answer a command itself (true) instead of executing it
 	serial      atomic.Pointer[string]                     // VPD 0x80 unit serial; nil: no VPD pages
 	modeWCE     atomic.Int32                               // MODE SENSE(10): 0 refused, 1 caching page with WCE=0, 2 with WCE=1
+	modeDPOFUA  atomic.Bool                                // MODE SENSE(10) header: DPOFUA
+	refuseFUA   atomic.Bool                                // a WRITE with FUA gets ILLEGAL REQUEST 24/00
 	lastLBA16   atomic.Uint64                              // READ CAPACITY(16) answers this LAST LBA; 0: the command is refused
 	logins      atomic.Int32                               // logins that reached Full Feature Phase
 	scsiN       atomic.Int32                               // SCSI commands received (after onPDU)
@@ -63,8 +65,14 @@ type fakeTarget struct {
 	alua       atomic.Pointer[fakeALUA]
 	ioByPortal map[string]int // READ and WRITE commands per portal (listener address), guarded by mu
 
-	mu       sync.Mutex
-	disk     []byte
+	mu   sync.Mutex
+	disk []byte
+	// medium, when not nil, models a volatile write cache (volatileCache):
+	// disk is what reads see, medium what survives a power loss
+	// (powerLoss). A WRITE reaches the medium with FUA or at the next
+	// SYNCHRONIZE CACHE.
+	medium   []byte
+	fuaIO    int          // WRITEs with FUA, guarded by mu
 	cdbOps   map[byte]int // SCSI opcodes seen
 	peak     int
 	running  int
@@ -82,6 +90,22 @@ func newFakeTarget(t testing.TB, size int) *fakeTarget {
 	}
 	t.Cleanup(ft.close)
 	return ft
+}
+
+// volatileCache makes the fake's write cache volatile from now on: what
+// is written without FUA is lost at powerLoss unless a SYNCHRONIZE CACHE
+// came after it.
+func (ft *fakeTarget) volatileCache() {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	ft.medium = append([]byte(nil), ft.disk...)
+}
+
+// powerLoss drops what the volatile write cache held: reads see the medium.
+func (ft *fakeTarget) powerLoss() {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	copy(ft.disk, ft.medium)
 }
 
 // listenFakeTarget is newFakeTarget for callers without a testing.TB (the
@@ -801,7 +825,13 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 	status := uint8(0)
 	var sense []byte
 	switch cdb[0] {
-	case 0x00, 0x35: // TEST UNIT READY, SYNCHRONIZE CACHE
+	case 0x00: // TEST UNIT READY
+	case 0x35, 0x91: // SYNCHRONIZE CACHE(10), (16): everything
+		ft.mu.Lock()
+		if ft.medium != nil {
+			copy(ft.medium, ft.disk)
+		}
+		ft.mu.Unlock()
 	case 0x12: // INQUIRY
 		if cdb[1]&1 != 0 {
 			serial := ft.serial.Load()
@@ -834,6 +864,9 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 				page[2] = 0x04 // WCE
 			}
 			data = append(binary.BigEndian.AppendUint16(nil, uint16(6+len(page))), 0, 0, 0, 0, 0, 0)
+			if ft.modeDPOFUA.Load() {
+				data[3] = 0x10
+			}
 			data = append(data, page...)
 		}
 	case 0x9e: // SERVICE ACTION IN(16): READ CAPACITY(16) only
@@ -857,6 +890,11 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		off, n := int(lba)*512, int(blocks)*512
 		if off+n > len(ft.disk) {
 			status = 2
+			break
+		}
+		fua := cdb[1]&0x08 != 0
+		if fua && (cdb[0] == 0x2a || cdb[0] == 0x8a) && ft.refuseFUA.Load() {
+			status, sense = 2, fixedSense(0x05, 0x24, 0x00) // INVALID FIELD IN CDB
 			break
 		}
 		if cdb[0] == 0x28 || cdb[0] == 0x88 {
@@ -895,6 +933,12 @@ func (c *fakeConn) scsi(m *pdu.SCSICommand, outs chan *pdu.DataOut) {
 		}
 		ft.mu.Lock()
 		copy(ft.disk[off:], buf)
+		if fua {
+			ft.fuaIO++
+		}
+		if ft.medium != nil && (fua || ft.modeWCE.Load() == 1) { // WCE=0: written through
+			copy(ft.medium[off:], buf)
+		}
 		ft.mu.Unlock()
 	case 0xa0: // REPORT LUNS: LUN 0 alone
 		data = []byte{0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}

@@ -25,6 +25,11 @@ type sessionStats struct {
 	// PDUs queued for sending, and the write system calls that sent them.
 	pdusSent   atomic.Uint64
 	sendWrites atomic.Uint64
+	// Durability: WRITEs with FORCE UNIT ACCESS, SYNCHRONIZE CACHEs sent,
+	// and syncs that had nothing to flush.
+	fuaWrites    atomic.Uint64
+	syncsSent    atomic.Uint64
+	syncsSkipped atomic.Uint64
 }
 
 func (st *sessionStats) record(cmd *Command, took time.Duration, err error) {
@@ -63,9 +68,15 @@ type Stats struct {
 	PDUsReadByCaller uint64 `json:"pdus_read_by_caller" metric:"pdus_read_by_caller_total,counter,PDUs read by the goroutine waiting for them, without a hand-off between goroutines."`
 	// PDUsSent went to the target in SendWrites write system calls: the
 	// commands sent together share one.
-	PDUsSent   uint64       `json:"pdus_sent" metric:"pdus_sent_total,counter,PDUs sent to the target."`
-	SendWrites uint64       `json:"send_writes" metric:"send_writes_total,counter,Write system calls that sent PDUs (commands sent together share one)."`
-	State      SessionState `json:"state" metric:"-"` // exported as session_up
+	PDUsSent   uint64 `json:"pdus_sent" metric:"pdus_sent_total,counter,PDUs sent to the target."`
+	SendWrites uint64 `json:"send_writes" metric:"send_writes_total,counter,Write system calls that sent PDUs (commands sent together share one)."`
+	// A sync (fsync) sends SYNCHRONIZE CACHE only when a write since the
+	// last one may sit in the target's write cache; small fsyncs write
+	// with FORCE UNIT ACCESS instead (LUN.WriteDurableAtContext).
+	FUAWrites    uint64       `json:"fua_writes" metric:"fua_writes_total,counter,WRITE commands sent with FORCE UNIT ACCESS (durable on completion)."`
+	SyncsSent    uint64       `json:"syncs_sent" metric:"sync_cache_total,counter,SYNCHRONIZE CACHE commands completed."`
+	SyncsSkipped uint64       `json:"syncs_skipped" metric:"sync_cache_skipped_total,counter,Syncs that needed no SYNCHRONIZE CACHE: nothing written since the last one, or written with FUA."`
+	State        SessionState `json:"state" metric:"-"` // exported as session_up
 	// Latency percentiles of successful commands (upper bucket bounds,
 	// within a factor of two).
 	LatencyP50  time.Duration `json:"latency_p50_ns" metric:"-"`
@@ -94,6 +105,9 @@ func (s *Session) Stats() Stats {
 		PDUsReadByCaller: st.pdusByCaller.Load(),
 		PDUsSent:         st.pdusSent.Load(),
 		SendWrites:       st.sendWrites.Load(),
+		FUAWrites:        st.fuaWrites.Load(),
+		SyncsSent:        st.syncsSent.Load(),
+		SyncsSkipped:     st.syncsSkipped.Load(),
 		State:            s.State(),
 		LatencyBuckets:   make([]uint64, latencyBuckets),
 		LatencySum:       time.Duration(st.latencySum.Load()),

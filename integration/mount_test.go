@@ -97,6 +97,7 @@ func TestMount(t *testing.T) {
 			t.Run("portal", ml.testPortal)
 			t.Run("sigterm", ml.testSIGTERM)
 			t.Run("write-through", ml.testWriteThrough)
+			t.Run("fsync", ml.testFsyncDurable)
 			t.Run("timer", ml.testTimerWriteback)
 			t.Run("unmount", ml.testUnmountFromOutside)
 			t.Run("busy", ml.testBusyMountpoint)
@@ -678,6 +679,90 @@ func (ml *mountLab) testWriteThrough(t *testing.T) {
 	}
 }
 
+// testFsyncDurable: what fsync and fdatasync cover is in the backing file
+// when they return, and how it got there follows the target: tgt offers
+// FORCE UNIT ACCESS (MODE SENSE DPOFUA), so a small fsync is one WRITE with
+// FUA and no SYNCHRONIZE CACHE; istgt does not (DPOFUA 0), so every fsync
+// after a write sends SYNCHRONIZE CACHE. A large fsync (over 1 MiB) always
+// ends with SYNCHRONIZE CACHE, and an fsync with nothing written sends
+// nothing.
+func (ml *mountLab) testFsyncDurable(t *testing.T) {
+	m := startMount(t, ml.bin, ml.tg.URL(mountData, ml.lun(roleThrough)), "--flush-interval", "1h")
+	name := fmt.Sprintf("lun%d", ml.lun(roleThrough))
+	model, err := os.ReadFile(ml.backing(roleThrough))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(m.path(name), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fua := ml.lab.kind == "tgt"
+	counters := func() (fuaWrites, syncs, skipped uint64) {
+		st := m.status(t)
+		if len(st.Targets) != 1 {
+			t.Fatalf("status.json has %d targets, want 1", len(st.Targets))
+		}
+		s := st.Targets[0].Session
+		return s.FUAWrites, s.SyncsSent, s.SyncsSkipped
+	}
+	for i, c := range []struct {
+		off       int64
+		n         int
+		datasync  bool
+		large     bool // over 1 MiB: plain WRITEs and SYNCHRONIZE CACHE
+		nothingIn bool // no write before the fsync
+	}{
+		{off: 4096, n: 4096},
+		{off: 777, n: 1000, datasync: true},
+		{off: 2 << 20, n: 64 << 10},
+		{nothingIn: true},
+		{off: 3 << 20, n: 2 << 20, large: true},
+		{off: 100 << 10, n: 4096, datasync: true},
+	} {
+		fua0, syncs0, skipped0 := counters()
+		if !c.nothingIn {
+			data := mntRandomBytes(c.n)
+			if _, err := f.WriteAt(data, c.off); err != nil {
+				t.Fatal(err)
+			}
+			copy(model[c.off:], data)
+		}
+		if c.datasync {
+			err = syscall.Fdatasync(int(f.Fd()))
+		} else {
+			err = f.Sync()
+		}
+		if err != nil {
+			t.Fatalf("fsync %d: %v", i, err)
+		}
+		if got, _ := os.ReadFile(ml.backing(roleThrough)); !bytes.Equal(got, model) {
+			t.Fatalf("fsync %d: the backing file differs at %d", i, mntFirstDiff(got, model))
+		}
+		fua1, syncs1, skipped1 := counters()
+		gotFUA, gotSyncs, gotSkipped := fua1-fua0, syncs1-syncs0, skipped1-skipped0
+		switch {
+		case c.nothingIn:
+			if gotFUA != 0 || gotSyncs != 0 || gotSkipped == 0 {
+				t.Errorf("fsync %d, nothing written: %d FUA writes, %d SYNCHRONIZE CACHE, %d skipped; want 0, 0, >0", i, gotFUA, gotSyncs, gotSkipped)
+			}
+		case fua && !c.large:
+			if gotFUA == 0 || gotSyncs != 0 {
+				t.Errorf("fsync %d (%d bytes): %d FUA writes and %d SYNCHRONIZE CACHE; want FUA writes only", i, c.n, gotFUA, gotSyncs)
+			}
+		default:
+			if gotFUA != 0 || gotSyncs != 1 {
+				t.Errorf("fsync %d (%d bytes): %d FUA writes and %d SYNCHRONIZE CACHE; want 0 and 1", i, c.n, gotFUA, gotSyncs)
+			}
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	m.term(t)
+}
+
 // testTimerWriteback: without fsync or close, written data reaches the target
 // once the flush interval has passed.
 func (ml *mountLab) testTimerWriteback(t *testing.T) {
@@ -1054,7 +1139,10 @@ type statusJSON struct {
 			FirstBurstLength int `json:"first_burst_length"`
 		} `json:"params"`
 		Session struct {
-			Commands uint64 `json:"commands"`
+			Commands     uint64 `json:"commands"`
+			FUAWrites    uint64 `json:"fua_writes"`
+			SyncsSent    uint64 `json:"syncs_sent"`
+			SyncsSkipped uint64 `json:"syncs_skipped"`
 		} `json:"session"`
 		Paths []struct {
 			Portal   string `json:"portal"`
