@@ -209,28 +209,51 @@ func (c *conn) dataOut(t *task, from, unsolicitedEnd int) {
 }
 
 // sendDataOutSeq sends one Data-Out sequence: PDUs no larger than the
-// target's MaxRecvDataSegmentLength, DataSN from 0, F on the last.
+// target's MaxRecvDataSegmentLength, DataSN from 0, F on the last. The PDUs
+// are queued dataOutBatch bytes at a time under one hold of the send lock,
+// so that they leave in one write system call instead of one each.
 func (c *conn) sendDataOutSeq(t *task, ttt, off, length uint32) error {
 	seg := uint32(c.params.TargetMaxRecvDataSegmentLength)
+	var d pdu.DataOut
 	var dataSN uint32
 	for sent := uint32(0); sent < length; {
-		n := min(seg, length-sent)
-		d := &pdu.DataOut{
-			Final: sent+n == length, LUN: t.lun, ITT: t.itt, TTT: ttt,
-			DataSN: dataSN, BufferOffset: off + sent,
-			Data: t.writeBuf[off+sent : off+sent+n],
-		}
-		if err := c.sendUnnumbered(func(expStatSN uint32) pdu.Message {
-			d.ExpStatSN = expStatSN
-			return d
-		}); err != nil {
+		c.lockSend()
+		c.mu.Lock()
+		if c.state == connFailed {
+			err := c.err
+			c.mu.Unlock()
+			c.unlockSend(false)
 			return err
 		}
-		dataSN++
-		sent += n
+		expStatSN := c.expStatSN
+		c.mu.Unlock()
+		var err error
+		for batch := uint32(0); sent < length && batch < dataOutBatch && err == nil; {
+			n := min(seg, length-sent)
+			d = pdu.DataOut{
+				Final: sent+n == length, LUN: t.lun, ITT: t.itt, TTT: ttt,
+				ExpStatSN: expStatSN, DataSN: dataSN, BufferOffset: off + sent,
+				Data: t.writeBuf[off+sent : off+sent+n],
+			}
+			err = c.queueLocked(&d)
+			dataSN++
+			sent += n
+			batch += n
+		}
+		c.unlockSend(true)
+		if err != nil {
+			c.fail(err)
+		}
+		if err := c.deadErr(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// dataOutBatch is how many bytes of Data-Out PDUs a sender queues before it
+// lets the queue be written and other senders in.
+const dataOutBatch = 256 << 10
 
 // abort sends ABORT TASK for t and waits for the outcome; if the target does
 // not answer in time the connection is dropped (the escalation continues in

@@ -36,6 +36,10 @@ type conn struct {
 	flushCh chan struct{} // hands the socket to the writer goroutine
 	flushed *sync.Cond    // on sendMu: a batch was written
 	wraw    pdu.Raw       // encode scratch, guarded by sendMu
+	// taskData is set while a PDU carrying a command's own data (SCSI
+	// Command with immediate data, Data-Out) is queued: see
+	// queueWriter.WriteSegments. Guarded by sendMu.
+	taskData bool
 	// writing is set while one goroutine owns the sending side of the
 	// socket: a sender writing inline, or the writer goroutine. Its owner
 	// writes what is queued until the queue is empty and only then clears
@@ -433,21 +437,32 @@ func (c *conn) unlockSend(wait bool) {
 // writeAndUnlock encodes and queues one PDU and releases the send lock
 // (waiting for the writer as unlockSend says).
 func (c *conn) writeAndUnlock(msg pdu.Message, wait bool) error {
-	c.wraw.AHS = c.wraw.AHS[:0]
-	c.wraw.Data = nil
-	err := msg.Encode(&c.wraw)
-	if err == nil {
-		err = c.w.Write(&c.wraw)
-	}
-	if err == nil && c.stats != nil {
-		c.stats.pdusSent.Add(1)
-	}
-	c.wraw.Data = nil
+	err := c.queueLocked(msg)
 	c.unlockSend(wait)
 	if err != nil {
 		c.fail(err)
 	}
 	return c.deadErr()
+}
+
+// queueLocked encodes and queues one PDU; sendMu is held.
+func (c *conn) queueLocked(msg pdu.Message) error {
+	c.wraw.AHS = c.wraw.AHS[:0]
+	c.wraw.Data = nil
+	err := msg.Encode(&c.wraw)
+	if err == nil {
+		switch msg.(type) {
+		case *pdu.DataOut, *pdu.SCSICommand:
+			c.taskData = true
+		}
+		err = c.w.Write(&c.wraw)
+		c.taskData = false
+	}
+	if err == nil && c.stats != nil {
+		c.stats.pdusSent.Add(1)
+	}
+	c.wraw.Data = nil
+	return err
 }
 
 // writeTimeout bounds one write so a target that stops reading cannot block

@@ -30,17 +30,17 @@ type sendQueue struct {
 const (
 	sendChunk    = 64 << 10 // arena chunk size
 	sendCopyMax  = 16 << 10 // pieces up to this size are copied
+	sendRefMin   = 1 << 10  // a command's data from this size on is referenced
 	sendMaxBatch = 4 << 20  // a sender waits for the writer beyond this
 )
 
 // Write queues p (called with the send lock held).
 func (q *sendQueue) Write(p []byte) (int, error) {
-	q.size += len(p)
 	if len(p) > sendCopyMax {
-		q.segs = append(q.segs, p)
-		q.tailArena = false
+		q.ref(p)
 		return len(p), nil
 	}
+	q.size += len(p)
 	if q.cur == len(q.chunks) {
 		q.chunks = append(q.chunks, make([]byte, sendChunk))
 	}
@@ -64,6 +64,14 @@ func (q *sendQueue) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ref queues p without copying it: p must stay unchanged until the batch
+// is written (see waitSent).
+func (q *sendQueue) ref(p []byte) {
+	q.size += len(p)
+	q.segs = append(q.segs, p)
+	q.tailArena = false
+}
+
 // reset empties the queue, keeping its arena.
 func (q *sendQueue) reset() {
 	clear(q.segs) // drop references to callers' buffers
@@ -75,6 +83,27 @@ func (q *sendQueue) reset() {
 type queueWriter struct{ c *conn }
 
 func (w queueWriter) Write(p []byte) (int, error) { return w.c.sq.Write(p) }
+
+// WriteSegments queues one PDU. The data segment of a command's own data
+// (c.taskData) is referenced from sendRefMin bytes on: the task's buffer
+// stays untouched until the command has finished and its batches are
+// written (waitSent), and copying it would cost a pass over every byte
+// written (tgt takes 8 KiB per Data-Out PDU). Other data, such as a NOP-Out
+// echoing the target's ping from the read buffer, is copied up to
+// sendCopyMax.
+func (w queueWriter) WriteSegments(head, data, trailer []byte) error {
+	q := w.c.sq
+	q.Write(head)
+	if w.c.taskData && len(data) >= sendRefMin {
+		q.ref(data)
+	} else if len(data) > 0 {
+		q.Write(data)
+	}
+	if len(trailer) > 0 {
+		q.Write(trailer)
+	}
+	return nil
+}
 
 // maxInlineRounds bounds how many batches a sender writes inline (its own
 // PDUs, then what others queued meanwhile) before it hands the socket to the

@@ -11,12 +11,23 @@ import (
 // written in place with net.Buffers (writev on a TCP connection).
 const smallData = 8 << 10
 
+// SegmentWriter is a destination that takes each PDU as three pieces: the
+// header (BHS, AHS, header digest), the data segment and the trailer
+// (padding, data digest). head and trailer are the Writer's buffers, valid
+// only during the call; data is the caller's. A Writer on a SegmentWriter
+// copies no data segment: the destination chooses what to copy (a send
+// queue that batches PDUs copies anyway, so a copy here would be a second).
+type SegmentWriter interface {
+	WriteSegments(head, data, trailer []byte) error
+}
+
 // Writer writes PDUs to a byte stream with padding and optional digests. It
 // is not safe for concurrent use: the caller serialises writes. After a write
 // error the stream may hold a partial PDU, so every later call returns that
 // error.
 type Writer struct {
 	w       io.Writer
+	sw      SegmentWriter // w, if it is one
 	hdigest bool
 	ddigest bool
 	err     error
@@ -29,7 +40,8 @@ type Writer struct {
 
 // NewWriter returns a Writer on w with digests off.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{w: w}
+	sw, _ := w.(SegmentWriter)
+	return &Writer{w: w, sw: sw}
 }
 
 // SetDigests turns CRC32C header and data digests on or off for the PDUs
@@ -70,7 +82,10 @@ func (w *Writer) Write(raw *Raw) error {
 		n += DigestLen
 	}
 	var err error
-	if len(raw.Data) <= smallData {
+	if w.sw != nil {
+		t := w.putTrailer(w.trailer[:], raw.Data)
+		err = w.sw.WriteSegments(w.buf[:n], raw.Data, w.trailer[:t])
+	} else if len(raw.Data) <= smallData {
 		n += copy(w.buf[n:], raw.Data)
 		n += w.putTrailer(w.buf[n:], raw.Data)
 		_, err = w.w.Write(w.buf[:n])
