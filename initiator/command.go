@@ -217,17 +217,10 @@ func (c *conn) sendDataOutSeq(t *task, ttt, off, length uint32) error {
 	var d pdu.DataOut
 	var dataSN uint32
 	for sent := uint32(0); sent < length; {
-		c.lockSend()
-		c.mu.Lock()
-		if c.state == connFailed {
-			err := c.err
-			c.mu.Unlock()
-			c.unlockSend(false)
+		expStatSN, _, err := c.lockSendLive()
+		if err != nil {
 			return err
 		}
-		expStatSN := c.expStatSN
-		c.mu.Unlock()
-		var err error
 		for batch := uint32(0); sent < length && batch < dataOutBatch && err == nil; {
 			n := min(seg, length-sent)
 			d = pdu.DataOut{

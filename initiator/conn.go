@@ -395,17 +395,10 @@ func (c *conn) usable() bool {
 // sendUnnumbered writes a PDU outside command numbering (Data-Out, NOP-Out
 // replies); build gets the current ExpStatSN.
 func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
-	c.lockSend()
-	c.mu.Lock()
-	if c.state == connFailed {
-		err := c.err
-		c.mu.Unlock()
-		c.unlockSend(false)
+	expStatSN, cmdSN, err := c.lockSendLive()
+	if err != nil {
 		return err
 	}
-	expStatSN := c.expStatSN
-	cmdSN := c.cmdSN
-	c.mu.Unlock()
 	msg := build(expStatSN)
 	if nop, ok := msg.(*pdu.NOPOut); ok {
 		nop.CmdSN = cmdSN
@@ -415,6 +408,22 @@ func (c *conn) sendUnnumbered(build func(expStatSN uint32) pdu.Message) error {
 
 // lockSend takes the send lock.
 func (c *conn) lockSend() { c.sendMu.Lock() }
+
+// lockSendLive takes the send lock and returns ExpStatSN and CmdSN for
+// PDUs queued under it, or the connection's error (lock not held) once it
+// has failed.
+func (c *conn) lockSendLive() (expStatSN, cmdSN uint32, err error) {
+	c.lockSend()
+	c.mu.Lock()
+	failed, err := c.state == connFailed, c.err
+	expStatSN, cmdSN = c.expStatSN, c.cmdSN
+	c.mu.Unlock()
+	if failed {
+		c.unlockSend(false)
+		return 0, 0, err
+	}
+	return expStatSN, cmdSN, nil
+}
 
 // unlockSend wakes the writer for what was queued and releases the send
 // lock. With wait, a sender that finds too much queued waits for the writer
