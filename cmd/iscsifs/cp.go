@@ -32,7 +32,7 @@ func cpCommand() *cli.Command {
 			"or block device with fsync only with --fsync (as cp, dd and qemu-img convert).",
 		Flags: append(commonFlags(), busyPollFlag(0),
 			&cli.IntFlag{Name: "parallel", Usage: "requests in flight", Value: 16},
-			&cli.StringFlag{Name: "block-size", Usage: "bytes per request (a multiple of the LUN's block size)", Value: "1MiB"},
+			&cli.StringFlag{Name: "block-size", Usage: "bytes per request (a multiple of the LUN's block size); default: the LUN's largest command (its MaxBurstLength, 256KiB on tgt), within 256KiB to 1MiB"},
 			&cli.BoolFlag{Name: "progress", Usage: "show a progress bar with rate and ETA (default: when stderr is a terminal)", DisableDefaultText: true},
 			&cli.BoolFlag{Name: "no-progress", Usage: "never show a progress bar"},
 			&cli.BoolFlag{Name: "sparse", Usage: "leave holes for all-zero blocks in a regular DST file (default on for regular files; --sparse=false writes every block)", DisableDefaultText: true},
@@ -85,6 +85,7 @@ func (s *cpSide) close() error {
 type cpOptions struct {
 	parallel int
 	bs       int64
+	bsAuto   bool // no --block-size: autoBlockSize picks it once the LUN is open
 	off      int64
 	length   int64 // -1: to the end of SRC
 	sparse   bool
@@ -100,7 +101,9 @@ func cpFlags(c *cli.Context) (cpOptions, error) {
 		return o, fmt.Errorf("--parallel %d: want 1 to 1024", o.parallel)
 	}
 	var err error
-	if o.bs, err = parseSize(c.String("block-size")); err != nil {
+	if !c.IsSet("block-size") {
+		o.bs, o.bsAuto = maxAutoBlockSize, true
+	} else if o.bs, err = parseSize(c.String("block-size")); err != nil {
 		return o, fmt.Errorf("--block-size: %w", err)
 	}
 	if o.bs < 512 || o.bs > 64<<20 || o.bs%512 != 0 {
@@ -254,6 +257,9 @@ func (p cpPlan) openLUN(ctx context.Context, stop <-chan struct{}, cfg initiator
 // created) only once the LUN is known to fit the block size and, as DST, to
 // be writable.
 func (p cpPlan) newCopier(lun *initiator.LUN, stderr io.Writer, log zerolog.Logger) (*copier, error) {
+	if p.opts.bsAuto {
+		p.opts.bs = autoBlockSize(lun.MaxTransfer())
+	}
 	if p.opts.bs%int64(lun.BlockSize()) != 0 {
 		return nil, fmt.Errorf("--block-size %d is not a multiple of the %d-byte blocks of %s", p.opts.bs, lun.BlockSize(), p.url)
 	}
@@ -274,6 +280,29 @@ func (p cpPlan) newCopier(lun *initiator.LUN, stderr io.Writer, log zerolog.Logg
 		return nil, err
 	}
 	return cp, nil
+}
+
+// Requests of one SCSI command each keep --parallel commands in flight,
+// whatever the target's transfer limit. More than that cost tgt: restoring
+// 1 GiB with 64 commands of 256 KiB in flight (16 requests of 1 MiB) made
+// tgtd take 136-194k page faults, with 16 in flight 0-553, and the copy
+// took 1.7-2.4 s instead of 1.2-1.6 s (README, Performance). Reading was
+// the same at both sizes. A target whose commands are smaller than
+// 256 KiB gets several per request, so that the bytes in flight stay up.
+const (
+	minAutoBlockSize = 256 << 10
+	maxAutoBlockSize = 1 << 20
+)
+
+// autoBlockSize is the request size without --block-size: the LUN's largest
+// command (LUN.MaxTransfer, a multiple of its block size), within
+// [minAutoBlockSize, maxAutoBlockSize].
+func autoBlockSize(maxTransfer int) int64 {
+	bs := int64(maxTransfer)
+	if bs < minAutoBlockSize {
+		bs = (minAutoBlockSize + bs - 1) / bs * bs
+	}
+	return min(bs, maxAutoBlockSize)
 }
 
 // queueDepthFor is the session queue depth that keeps parallel requests of

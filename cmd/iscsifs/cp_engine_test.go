@@ -202,3 +202,23 @@ func TestGrainEnd(t *testing.T) {
 		}
 	}
 }
+
+func TestAutoBlockSize(t *testing.T) {
+	for _, tc := range []struct {
+		maxTransfer int
+		want        int64
+	}{
+		{256 << 10, 256 << 10}, // tgt: MaxBurstLength 262144
+		{512 << 10, 512 << 10},
+		{1 << 20, 1 << 20},
+		{16 << 20, 1 << 20},   // a target that takes 16 MiB commands
+		{64 << 10, 256 << 10}, // four commands per request
+		{192 << 10, 384 << 10},
+		{4096, 256 << 10},
+		{512, 256 << 10},
+	} {
+		if got := autoBlockSize(tc.maxTransfer); got != tc.want {
+			t.Errorf("autoBlockSize(%d) = %d, want %d", tc.maxTransfer, got, tc.want)
+		}
+	}
+}
