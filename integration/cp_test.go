@@ -388,7 +388,8 @@ func TestCP(t *testing.T) {
 		}
 		copied, _ := strconv.ParseInt(m[1], 10, 64)
 		resume, _ := strconv.ParseInt(m[3], 10, 64)
-		if copied <= 0 || resume != copied || resume%(1<<20) != 0 || m[2] != fmt.Sprint(int64(1)<<40) {
+		// Requests are one command each by default: tgt's MaxBurstLength, 256 KiB.
+		if copied <= 0 || resume != copied || resume%(256<<10) != 0 || m[2] != fmt.Sprint(int64(1)<<40) {
 			t.Errorf("report %q: want a positive, block-aligned offset of a 1 TiB copy", m[0])
 		}
 	})
