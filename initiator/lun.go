@@ -479,13 +479,25 @@ func (l *LUN) WriteAtContext(ctx context.Context, p []byte, off int64) (int, err
 // WriteAtContext. Either way SyncContext is still what makes the data
 // durable: the caller calls it afterwards, as after any write.
 func (l *LUN) WriteDurableAtContext(ctx context.Context, p []byte, off int64) (int, error) {
-	op := opWrite
 	// With writes awaiting SYNCHRONIZE CACHE it is sent anyway, and FUA
 	// would only make the target flush twice.
-	if l.fua.Load() && l.writeCache.Load() && l.writesDone.Load() == l.syncedWrites.Load() {
-		op = opWriteFUA
+	if l.writesDone.Load() != l.syncedWrites.Load() {
+		return l.writeAt(ctx, p, off, opWrite)
 	}
-	return l.writeAt(ctx, p, off, op)
+	n, _, err := l.writeFUA(ctx, p, off)
+	return n, err
+}
+
+// writeFUA writes p with FORCE UNIT ACCESS when the LUN has a write cache
+// and honours FUA, and says whether it did: then p is on the medium. A FUA
+// write refused on the way goes again without FUA and is not durable.
+func (l *LUN) writeFUA(ctx context.Context, p []byte, off int64) (n int, durable bool, err error) {
+	if !l.fua.Load() || !l.writeCache.Load() {
+		n, err = l.writeAt(ctx, p, off, opWrite)
+		return n, false, err
+	}
+	n, err = l.writeAt(ctx, p, off, opWriteFUA)
+	return n, err == nil && l.fua.Load(), err
 }
 
 func (l *LUN) writeAt(ctx context.Context, p []byte, off int64, op rwOp) (int, error) {
@@ -542,10 +554,16 @@ func (l *LUN) SyncContext(ctx context.Context) error {
 		return err
 	}
 	l.s.stats.syncsSent.Add(1)
+	raiseTo(&l.syncedWrites, done)
+	return nil
+}
+
+// raiseTo sets a to v unless it is already higher.
+func raiseTo(a *atomic.Uint64, v uint64) {
 	for {
-		prev := l.syncedWrites.Load()
-		if prev >= done || l.syncedWrites.CompareAndSwap(prev, done) {
-			return nil
+		prev := a.Load()
+		if prev >= v || a.CompareAndSwap(prev, v) {
+			return
 		}
 	}
 }

@@ -75,6 +75,12 @@ type MultipathLUN struct {
 	resizeMu sync.Mutex  // one resize report at a time
 	stopJoin context.CancelFunc
 	bg       sync.WaitGroup // joinLoop
+
+	// writesDone and syncedWrites are LUN's counters (see LUN.SyncContext)
+	// for the LU as a whole: a write down any path counts, and a
+	// SYNCHRONIZE CACHE down any path covers them all, since it acts on
+	// the LU. A path's own counters see only its own writes.
+	writesDone, syncedWrites atomic.Uint64
 }
 
 // mpMissing is a portal that has no working session yet.
@@ -297,18 +303,47 @@ func (m *MultipathLUN) ReadAtContext(ctx context.Context, p []byte, off int64) (
 
 // WriteAtContext is LUN.WriteAtContext down one of the paths.
 func (m *MultipathLUN) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	defer m.writesDone.Add(1)
 	return m.do(ctx, func(l *LUN) (int, error) { return l.WriteAtContext(ctx, p, off) })
 }
 
-// SyncContext makes what was written durable. SYNCHRONIZE CACHE acts on the
+// WriteDurableAtContext is LUN.WriteDurableAtContext for the LU: WRITEs with
+// FUA when nothing written down any path awaits SYNCHRONIZE CACHE.
+func (m *MultipathLUN) WriteDurableAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if m.writesDone.Load() != m.syncedWrites.Load() {
+		return m.WriteAtContext(ctx, p, off)
+	}
+	var durable bool
+	n, err := m.do(ctx, func(l *LUN) (int, error) {
+		n, fua, err := l.writeFUA(ctx, p, off)
+		durable = fua // of the try that counts: the last one
+		return n, err
+	})
+	if !durable || err != nil {
+		m.writesDone.Add(1)
+	}
+	return n, err
+}
+
+// SyncContext makes what was written durable: SYNCHRONIZE CACHE, when a
+// write since the last one may sit in the LU's write cache. It acts on the
 // LU, whichever path it comes down, so one path suffices.
 func (m *MultipathLUN) SyncContext(ctx context.Context) error {
+	done := m.writesDone.Load() // before sending, as LUN.SyncContext
+	if done == m.syncedWrites.Load() {
+		m.Primary().s.stats.syncsSkipped.Add(1)
+		return nil
+	}
 	_, err := m.do(ctx, func(l *LUN) (int, error) {
 		// A LUN only syncs after writes it sent itself: force it.
 		l.wrote()
 		return 0, l.SyncContext(ctx)
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	raiseTo(&m.syncedWrites, done)
+	return nil
 }
 
 // Close stops trying the paths left out and logs out of every path.

@@ -15,6 +15,7 @@ func (m *MultipathLUN) Primary() *LUN { return m.list()[0].l }
 
 // Discard is LUN.Discard down one of the paths.
 func (m *MultipathLUN) Discard(ctx context.Context, off, length int64) error {
+	defer m.writesDone.Add(1)
 	_, err := m.do(ctx, func(l *LUN) (int, error) { return 0, l.Discard(ctx, off, length) })
 	return err
 }
