@@ -757,6 +757,11 @@ func (ml *mountLab) testFsyncDurable(t *testing.T) {
 			}
 		}
 	}
+	fuaN, syncsN, skippedN := counters()
+	want := fmt.Sprintf("syncs: %d SYNCHRONIZE CACHE sent, %d not needed; %d WRITEs with FUA", syncsN, skippedN, fuaN)
+	if out := runCLI(t, nil, "status", m.dir); !strings.Contains(out.stdout, want) {
+		t.Errorf("iscsifs status does not say %q:\n%s", want, out.stdout)
+	}
 	if err := f.Close(); err != nil {
 		t.Errorf("close: %v", err)
 	}

@@ -98,6 +98,7 @@ func printStatus(w io.Writer, st mountStatus, stats mountStats) {
 		fmt.Fprintf(w, "  commands %d (%d failed), read %s, written %s, in flight %d (peak %d), latency p50 %v p99 %v p99.9 %v\n",
 			s.Commands, s.Errors, human(int64(s.ReadBytes)), human(int64(s.WriteBytes)), s.InFlight, s.PeakFlight,
 			s.LatencyP50.Round(time.Microsecond), s.LatencyP99.Round(time.Microsecond), s.LatencyP999.Round(time.Microsecond))
+		fmt.Fprintf(w, "  syncs: %d SYNCHRONIZE CACHE sent, %d not needed; %d WRITEs with FUA\n", s.SyncsSent, s.SyncsSkipped, s.FUAWrites)
 		for _, l := range t.LUNs {
 			ro := ""
 			if l.ReadOnly {
