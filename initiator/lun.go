@@ -620,12 +620,15 @@ func (l *LUN) rwOne(ctx context.Context, p []byte, off int64, op rwOp) error {
 		}
 		// Part of a failed write may sit in the target's cache.
 		l.wrote()
-		if !errors.Is(err, scsi.ErrInvalidField) || !l.fua.CompareAndSwap(true, false) {
+		if !errors.Is(err, scsi.ErrInvalidField) {
 			return err
 		}
 		// DPOFUA said yes and the CDB was refused all the same: write
-		// without FUA from now on (SyncContext then flushes).
-		l.s.logger().Info("FUA write refused; writing without FUA", "lun", l.lun, "err", err)
+		// without FUA, now and from now on (SyncContext then flushes).
+		// Concurrent refusals each retry; the first one logs.
+		if l.fua.Swap(false) {
+			l.s.logger().Info("FUA write refused; writing without FUA", "lun", l.lun, "err", err)
+		}
 		fallthrough
 	case opWrite:
 		_, err := l.s.Do(ctx, l.lun, scsi.Write(lba, blocks, false, l.force16.Load()), nil, p)

@@ -268,15 +268,27 @@ func TestCP(t *testing.T) {
 		if got := mustRead(t, out); !bytes.Equal(got, mustRead(t, backing)) {
 			t.Fatal("image of the thin LUN differs from its backing file")
 		}
-		var skipped int64 = -1
+		var skipped, blockSize int64 = -1, -1
 		for _, line := range strings.Split(stderr, "\n") {
 			var rec struct {
-				Message string `json:"message"`
-				Bytes   int64  `json:"bytes"`
+				Message   string `json:"message"`
+				Bytes     int64  `json:"bytes"`
+				BlockSize int64  `json:"block_size"`
 			}
-			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Message, "deallocated ranges not read") {
+			if json.Unmarshal([]byte(line), &rec) != nil {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(rec.Message, "deallocated ranges not read"):
 				skipped = rec.Bytes
+			case rec.Message == "requests":
+				blockSize = rec.BlockSize
 			}
+		}
+		// Without --block-size a request is one command: tgt's
+		// MaxBurstLength, 256 KiB (1 MiB before, 4 commands each).
+		if blockSize != 256<<10 {
+			t.Errorf("requests of %d bytes without --block-size, want 262144 (tgt's MaxBurstLength)", blockSize)
 		}
 		if skipped < cpSize-4<<20 {
 			t.Errorf("%d bytes skipped of a %d-byte LUN with 2 MiB of data; stderr:\n%s", skipped, cpSize, stderr)

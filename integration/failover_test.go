@@ -396,3 +396,62 @@ func TestBenchMultipath(t *testing.T) {
 		t.Errorf("bench --multipath without --portal: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 }
+
+// TestMultipathDurableTGT: a multipath LUN's syncs count the writes of
+// both paths of tgtd (one LU, one write cache): a sync after a plain write
+// down either path sends SYNCHRONIZE CACHE once, a small durable write after
+// it goes with FUA (tgt reports DPOFUA) and the syncs after that send
+// nothing; the backing file holds every synced byte.
+func TestMultipathDurableTGT(t *testing.T) {
+	const iqn = "iqn.2026-12.lab:mpdurable"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 8 << 20}}})
+	m, err := initiator.OpenMultipath(ctxFor(t, 30*time.Second), iqn, []string{tg.Portal, addPortal(t, tg)}, 1, testConfig(t), initiator.SelectRoundRobin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := ctxFor(t, time.Minute)
+	counts := func() (fua, syncs uint64) {
+		for _, s := range m.Sessions() {
+			st := s.Stats()
+			fua += st.FUAWrites
+			syncs += st.SyncsSent
+		}
+		return fua, syncs
+	}
+	model := make([]byte, 8<<20)
+	for i, step := range []struct {
+		op         string // "write", "durable", "sync"
+		off        int64
+		fua, syncs uint64 // totals after the step
+	}{
+		{"write", 0, 0, 0},
+		{"write", 4096, 0, 0}, // the other path (round robin)
+		{"durable", 8192, 0, 0},
+		{"sync", 0, 0, 1},
+		{"durable", 12288, 1, 1},
+		{"sync", 0, 1, 1},
+		{"sync", 0, 1, 1},
+	} {
+		data := bytes.Repeat([]byte{byte(i + 1)}, 4096)
+		switch step.op {
+		case "write":
+			_, err = m.WriteAtContext(ctx, data, step.off)
+		case "durable":
+			_, err = m.WriteDurableAtContext(ctx, data, step.off)
+		default:
+			err = m.SyncContext(ctx)
+		}
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", i, step.op, err)
+		}
+		if step.op != "sync" {
+			copy(model[step.off:], data)
+		} else if got, _ := os.ReadFile(tg.BackingFile(iqn, 1)); !bytes.Equal(got, model) {
+			t.Fatalf("step %d: the backing file differs after the sync", i)
+		}
+		if fua, syncs := counts(); fua != step.fua || syncs != step.syncs {
+			t.Errorf("after step %d (%s): %d WRITEs with FUA and %d SYNCHRONIZE CACHE, want %d and %d", i, step.op, fua, syncs, step.fua, step.syncs)
+		}
+	}
+}

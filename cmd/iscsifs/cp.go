@@ -260,6 +260,7 @@ func (p cpPlan) newCopier(lun *initiator.LUN, stderr io.Writer, log zerolog.Logg
 	if p.opts.bsAuto {
 		p.opts.bs = autoBlockSize(lun.MaxTransfer())
 	}
+	log.Debug().Int64("block_size", p.opts.bs).Int("parallel", p.opts.parallel).Bool("auto", p.opts.bsAuto).Msg("requests")
 	if p.opts.bs%int64(lun.BlockSize()) != 0 {
 		return nil, fmt.Errorf("--block-size %d is not a multiple of the %d-byte blocks of %s", p.opts.bs, lun.BlockSize(), p.url)
 	}
