@@ -38,7 +38,7 @@ type pollReader struct {
 
 func newPollReader(nc net.Conn, budget time.Duration) *pollReader {
 	r := &pollReader{nc: nc, budget: budget}
-	if sc, ok := nc.(syscall.Conn); ok && budget > 0 {
+	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			r.raw = raw
 		}
@@ -48,8 +48,11 @@ func newPollReader(nc net.Conn, budget time.Duration) *pollReader {
 
 func (r *pollReader) Read(p []byte) (int, error) {
 	busy := r.busy.Load()
-	if r.raw == nil || busy == nil || len(p) == 0 {
+	if r.raw == nil || len(p) == 0 {
 		return r.nc.Read(p)
+	}
+	if busy == nil || r.budget <= 0 {
+		return r.readRaw(p)
 	}
 	var (
 		n      int
@@ -62,7 +65,7 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		spin := false
 		err := r.raw.Read(func(fd uintptr) bool {
 			for {
-				n, rerr = syscall.Read(int(fd), p)
+				n, rerr = rawRead(int(fd), p)
 				if rerr == syscall.EINTR {
 					continue
 				}
@@ -112,6 +115,11 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		}
 		sender.setCork(false)
 	}
+	return readResult(n, rerr)
+}
+
+// readResult turns a read(2) result into Read's.
+func readResult(n int, rerr error) (int, error) {
 	if rerr != nil {
 		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
 	}
@@ -119,4 +127,29 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readRaw reads without polling: it waits in the netpoller for data, then
+// reads with rawRead.
+func (r *pollReader) readRaw(p []byte) (int, error) {
+	var (
+		n    int
+		rerr error
+	)
+	err := r.raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = rawRead(int(fd), p)
+			switch rerr {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return readResult(n, rerr)
 }

@@ -225,7 +225,7 @@ func (c *conn) writeNonBlocking(segs net.Buffers) (net.Buffers, error) {
 			if len(iov) > maxIOV {
 				iov = iov[:maxIOV]
 			}
-			n, err := unix.Writev(int(fd), iov)
+			n, err := rawWritev(int(fd), iov)
 			switch {
 			case err == unix.EINTR:
 				continue
