@@ -29,6 +29,9 @@ const (
 	// The tree never changes, and size changes are pushed with NotifySize;
 	// go-fuse would otherwise default to 0 (a LOOKUP per access).
 	cacheTimeout = time.Hour
+	// mountInitTimeout bounds the wait for the kernel's INIT after the
+	// mount (it comes at once).
+	mountInitTimeout = 30 * time.Second
 )
 
 // Options configure a mount.
@@ -64,7 +67,7 @@ type Options struct {
 // from outside, e.g. fusermount3 -u).
 type Server struct {
 	dir      string
-	server   *fuse.Server
+	server   *fuseConn // nil until mounted
 	log      *slog.Logger
 	mappers  []ErrnoMapper
 	readOnly bool
@@ -103,15 +106,36 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 		m.root = root.EmbeddedInode()
 		m.build(ctx, root.EmbeddedInode(), entries, opts.LazyDirs, opts.StatusFiles)
 	}
-	server, err := fs.Mount(dir, root, fsOpts)
+	late := &lateNotifier{}
+	fsOpts.ServerCallbacks = late
+	ps := fuse.NewProtocolServer(fs.NewNodeFS(root, fsOpts), &fsOpts.MountOptions)
+	fd, err := mountFUSE(dir, &fsOpts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	m.server = server
+	conn, err := newFuseConn(fd, ps, func(msg string, args ...any) { m.log.Warn(msg, args...) })
+	if err != nil {
+		_ = unmountFUSE(dir)
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	late.set(conn)
+	conn.serve()
 	go func() {
-		server.Wait()
+		conn.wait()
 		close(m.done)
 	}()
+	select {
+	case <-conn.inited:
+	case <-m.done:
+		return nil, fmt.Errorf("mount %s: the kernel closed the connection before INIT", dir)
+	case <-time.After(mountInitTimeout):
+		_ = unmountFUSE(dir)
+		return nil, fmt.Errorf("mount %s: no INIT from the kernel within %v", dir, mountInitTimeout)
+	}
+	m.server = conn
+	if err := pollHack(dir); err != nil {
+		m.log.Warn("could not tell the kernel that the mount does not poll", "err", err)
+	}
 	m.log.Info("mounted", "mountpoint", dir, "files", len(entries), "read_only", opts.ReadOnly)
 	return m, nil
 }
@@ -211,7 +235,7 @@ func (m *Server) Unmount() error {
 		return nil
 	default:
 	}
-	if err := m.server.Unmount(); err != nil {
+	if err := unmountFUSE(m.dir); err != nil {
 		return fmt.Errorf("unmount %s: %w", m.dir, err)
 	}
 	<-m.done

@@ -1,0 +1,144 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+func TestMountOptionStrings(t *testing.T) {
+	tests := []struct {
+		name string
+		opts fuse.MountOptions
+		want []string
+	}{
+		{"plain", fuse.MountOptions{Options: []string{"default_permissions"}, FsName: "iscsifs", Name: "iscsifs", MaxWrite: 1 << 20},
+			[]string{"default_permissions", "fsname=iscsifs", "subtype=iscsifs", "max_read=1048576"}},
+		{"allow_other and ro", fuse.MountOptions{Options: []string{"default_permissions", "ro"}, AllowOther: true, MaxWrite: 4096},
+			[]string{"default_permissions", "ro", "allow_other", "max_read=4096"}},
+		{"escaped", fuse.MountOptions{FsName: `a,b\c`, MaxWrite: 4096},
+			[]string{`fsname=a\,b\\c`, "max_read=4096"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := mountOptionStrings(&tt.opts)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("got %q, want %q", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestAbortCancelsRequests aborts the FUSE connection (as fusectl or a
+// forced unmount does) while a read waits in the File: the read's context
+// must end and the serve loop must stop, or a request stuck on an
+// unreachable target would keep the daemon from ever exiting.
+func TestAbortCancelsRequests(t *testing.T) {
+	requireFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("aborting a FUSE connection through fusectl needs root")
+	}
+	const ctlDir = "/sys/fs/fuse/connections"
+	if ents, err := os.ReadDir(ctlDir); err != nil || len(ents) == 0 {
+		// fusectl is not mounted (or no connection exists yet; mounting
+		// it again is then harmless).
+		if err := unix.Mount("fusectl", ctlDir, "fusectl", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			t.Fatalf("mount -t fusectl fusectl %s: %v", ctlDir, err)
+		}
+	}
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	canceled := make(chan error, 1)
+	f := &hookedFile{memFile: newMemFile(1<<20, 1), before: func(ctx context.Context, op string) error {
+		if op != "read" {
+			return nil
+		}
+		entered <- struct{}{}
+		select {
+		case <-ctx.Done():
+			canceled <- ctx.Err()
+			return ctx.Err()
+		case <-release:
+			return errors.New("released by the test")
+		}
+	}}
+	dir := t.TempDir()
+	m, err := Mount(dir, []Entry{{Path: "lun", File: f}}, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	t.Cleanup(func() {
+		close(release)
+		// An aborted mount stays until it is detached.
+		if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
+			t.Logf("fusermount3 -u -z %s: %v: %s", dir, err, out)
+		}
+		select {
+		case <-m.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("serve loop of %s did not end", dir)
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	abort := filepath.Join(ctlDir, strconv.FormatUint(uint64(unix.Minor(st.Dev)), 10), "abort")
+
+	readErr := make(chan error, 1)
+	go func() {
+		fh, err := os.Open(filepath.Join(dir, "lun"))
+		if err != nil {
+			readErr <- err
+			return
+		}
+		defer fh.Close()
+		_, err = fh.ReadAt(make([]byte, 4096), 0)
+		readErr <- err
+	}()
+	select {
+	case <-entered:
+	case err := <-readErr:
+		t.Fatalf("read ended before reaching the File: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("read did not reach the File")
+	}
+	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
+		t.Fatalf("abort the connection: %v", err)
+	}
+	select {
+	case err := <-canceled:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the read's context ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read's context was not cancelled after the connection was aborted")
+	}
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ENOTCONN) {
+			t.Errorf("read on the aborted mount: %v, want ECONNABORTED or ENOTCONN", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the reader was not released by the abort")
+	}
+	select {
+	case <-m.done:
+	case <-time.After(5 * time.Second):
+		t.Error("the serve loop did not end after the abort")
+	}
+}
