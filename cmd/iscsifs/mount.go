@@ -343,7 +343,7 @@ func (p *mountPlan) setUp(ctx context.Context, m *mounted) (*fusefs.Server, erro
 	if err != nil {
 		return nil, err // names the mountpoint
 	}
-	addFUSEReaderProcs()
+	serveOnOneProc()
 	if p.attach {
 		m.devs = newDevices(srv.Dir(), p.readOnly, p.log, p.out)
 	}
