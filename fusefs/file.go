@@ -11,6 +11,13 @@
 // [Mount] mounts the tree and returns a [Server]; [Server.Wait] returns when
 // it is unmounted, by [Server.Unmount] or from outside (fusermount3 -u).
 //
+// Requests are read by a loop of this package, not go-fuse's Server: it reads
+// a non-blocking /dev/fuse through the Go netpoller, so no thread sleeps in a
+// system call, and has go-fuse's ProtocolServer decode each request and call
+// the node tree. A program that serves I/O from a mount and nothing else is
+// then an event loop with GOMAXPROCS 1, which is what cmd/iscsifs runs (see
+// the README, "The serving loop").
+//
 // The files behave like a block device rather than like files on a disk
 // file system:
 //   - directories listed in [Options.LazyDirs] get their files on first use;
