@@ -205,6 +205,12 @@ func (c *fuseConn) handle(req []byte, unique uint64, opcode uint32) {
 	n, status := c.ps.HandleRequest([][]byte{req}, [][]byte{*outp})
 	if !status.Ok() {
 		c.log("bad FUSE request", "opcode", opcode, "status", status)
+		if n == 0 && opcode != opInterrupt && len(req) >= int(unsafe.Sizeof(fuse.InHeader{})) {
+			// go-fuse wrote nothing (a request it could not parse, or a
+			// reply larger than replySize): answer with the error, or the
+			// caller would wait for ever.
+			n = errorReply(*outp, unique, status)
+		}
 	}
 	if n > 0 {
 		if err := c.writeReply((*outp)[:n]); err != nil {
@@ -247,6 +253,15 @@ func (c *fuseConn) cancelInflightLocked() {
 		var out [fuseOutHeaderSize]byte
 		_, _ = c.ps.HandleRequest([][]byte{msg[:]}, [][]byte{out[:]})
 	}
+}
+
+// errorReply writes a reply carrying only status into out and returns its
+// length.
+func errorReply(out []byte, unique uint64, status fuse.Status) int {
+	binary.LittleEndian.PutUint32(out[0:], fuseOutHeaderSize)
+	binary.LittleEndian.PutUint32(out[4:], uint32(-int32(status)))
+	binary.LittleEndian.PutUint64(out[8:], unique)
+	return fuseOutHeaderSize
 }
 
 // requestID reads the unique and the opcode of a request (the kernel never

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -140,5 +141,66 @@ func TestAbortCancelsRequests(t *testing.T) {
 	case <-m.done:
 	case <-time.After(5 * time.Second):
 		t.Error("the serve loop did not end after the abort")
+	}
+}
+
+// TestHandleAnswersEveryRequest feeds requests go-fuse cannot serve to the
+// loop's handler over a socket standing in for /dev/fuse: each must get an
+// error reply with its unique, or the process that sent it would wait for
+// ever.
+func TestHandleAnswersEveryRequest(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[1])
+	// A missing reply fails the test instead of hanging it.
+	tv := syscall.Timeval{Sec: 2}
+	if err := syscall.SetsockoptTimeval(fds[1], syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	ps := fuse.NewProtocolServer(fuse.NewDefaultRawFileSystem(), &fuse.MountOptions{})
+	c, err := newFuseConn(fds[0], ps, func(msg string, args ...any) { t.Log(append([]any{msg}, args...)...) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.file.Close()
+
+	request := func(opcode uint32, unique uint64, size uint32) []byte {
+		in := fuse.ReadIn{Size: size}
+		in.Length = uint32(unsafe.Sizeof(in))
+		in.Opcode = opcode
+		in.Unique = unique
+		return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&in)), unsafe.Sizeof(in))...)
+	}
+	tests := []struct {
+		name   string
+		req    []byte
+		unique uint64
+		want   syscall.Errno
+	}{
+		{"unknown opcode", request(9999, 7, 0), 7, syscall.ENOSYS},
+		{"READ larger than any reply buffer", request(opRead, 8, 64<<20), 8, syscall.EIO},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, op := requestID(tt.req)
+			done := make(chan struct{})
+			go func() { c.handle(tt.req, u, op); close(done) }()
+			reply := make([]byte, 64)
+			n, err := syscall.Read(fds[1], reply)
+			if err != nil {
+				t.Fatalf("read the reply: %v", err)
+			}
+			<-done
+			if n != fuseOutHeaderSize {
+				t.Fatalf("reply of %d bytes, want a bare header", n)
+			}
+			var out fuse.OutHeader
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&out)), unsafe.Sizeof(out)), reply)
+			if out.Unique != tt.unique || syscall.Errno(-out.Status) != tt.want {
+				t.Fatalf("reply: unique %d, error %v; want %d, %v", out.Unique, syscall.Errno(-out.Status), tt.unique, tt.want)
+			}
+		})
 	}
 }
