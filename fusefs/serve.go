@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -103,8 +104,7 @@ func newFuseConn(fd int, ps *fuse.ProtocolServer, logf func(string, ...any)) (*f
 	return c, nil
 }
 
-// serve starts the loop; wait returns when the connection is gone and every
-// request has been answered.
+// serve starts the loop.
 func (c *fuseConn) serve() {
 	c.mu.Lock()
 	c.readers++
@@ -113,6 +113,8 @@ func (c *fuseConn) serve() {
 	go c.loop()
 }
 
+// wait returns once the connection is gone and every request read has been
+// handled, and closes the descriptor.
 func (c *fuseConn) wait() {
 	c.loops.Wait()
 	_ = c.file.Close()
@@ -126,6 +128,9 @@ func (c *fuseConn) loop() {
 	defer c.readBufs.Put(bufp)
 	for {
 		n, err := c.readRequest(*bufp)
+		if err == nil && n == 0 {
+			err = io.ErrUnexpectedEOF // /dev/fuse never reads empty; do not spin on it
+		}
 		c.mu.Lock()
 		c.readers--
 		if err != nil {
