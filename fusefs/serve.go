@@ -72,6 +72,7 @@ type fuseConn struct {
 	readers  int                 // goroutines reading or about to read
 	inflight map[uint64]struct{} // uniques being handled
 	dead     bool                // the connection has gone (ENODEV)
+	initDone bool                // INIT is answered: more readers may start
 	loops    sync.WaitGroup
 
 	inited   chan struct{} // closed once INIT is answered
@@ -153,7 +154,11 @@ func (c *fuseConn) loop() {
 		req := (*bufp)[:n]
 		unique, opcode := requestID(req)
 		c.inflight[unique] = struct{}{}
-		if c.readers == 0 && !c.dead {
+		// No second reader before INIT is answered: go-fuse's
+		// ProtocolServer keeps what INIT negotiated in plain fields that
+		// every later request reads, so INIT must happen before the go
+		// statement that starts any other reader.
+		if c.readers == 0 && !c.dead && c.initDone {
 			c.readers++
 			c.loops.Add(1)
 			go c.loop()
@@ -228,6 +233,9 @@ func (c *fuseConn) handle(req []byte, unique uint64, opcode uint32) {
 	}
 	c.putOutBuf(outp)
 	if opcode == opInit {
+		c.mu.Lock()
+		c.initDone = true
+		c.mu.Unlock()
 		c.initOnce.Do(func() { close(c.inited) })
 	}
 }
