@@ -106,8 +106,8 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 		m.root = root.EmbeddedInode()
 		m.build(ctx, root.EmbeddedInode(), entries, opts.LazyDirs, opts.StatusFiles)
 	}
-	late := &lateNotifier{}
-	fsOpts.ServerCallbacks = late
+	notes := &notifier{}
+	fsOpts.ServerCallbacks = notes
 	ps := fuse.NewProtocolServer(fs.NewNodeFS(root, fsOpts), &fsOpts.MountOptions)
 	fd, err := mountFUSE(dir, &fsOpts.MountOptions)
 	if err != nil {
@@ -118,7 +118,7 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 		_ = unmountFUSE(dir)
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	late.set(conn)
+	notes.conn.Store(conn)
 	conn.serve()
 	go func() {
 		conn.wait()

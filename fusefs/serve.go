@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -372,84 +373,47 @@ func (c *fuseConn) notify(code int32, body ...[]byte) fuse.Status {
 }
 
 // notifier gives the node tree (fs.Options.ServerCallbacks) the kernel
-// notifications it uses.
-type notifier struct{ c *fuseConn }
+// notifications it uses. The tree is built before the connection exists, so
+// the connection is set once it does; until then every notification is
+// ENOSYS, as it is before INIT.
+type notifier struct{ conn atomic.Pointer[fuseConn] }
 
-func (n notifier) InodeNotify(node uint64, off int64, length int64) fuse.Status {
+func (n *notifier) send(code int32, body ...[]byte) fuse.Status {
+	c := n.conn.Load()
+	if c == nil {
+		return fuse.ENOSYS
+	}
+	return c.notify(code, body...)
+}
+
+func (n *notifier) InodeNotify(node uint64, off int64, length int64) fuse.Status {
 	var b [24]byte
 	binary.LittleEndian.PutUint64(b[0:], node)
 	binary.LittleEndian.PutUint64(b[8:], uint64(off))
 	binary.LittleEndian.PutUint64(b[16:], uint64(length))
-	return n.c.notify(notifyInvalInode, b[:])
+	return n.send(notifyInvalInode, b[:])
 }
 
-func (n notifier) EntryNotify(parent uint64, name string) fuse.Status {
+func (n *notifier) EntryNotify(parent uint64, name string) fuse.Status {
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[0:], parent)
 	binary.LittleEndian.PutUint32(b[8:], uint32(len(name)))
-	return n.c.notify(notifyInvalEntry, b[:], append([]byte(name), 0))
+	return n.send(notifyInvalEntry, b[:], append([]byte(name), 0))
 }
 
-func (n notifier) DeleteNotify(parent uint64, child uint64, name string) fuse.Status {
+func (n *notifier) DeleteNotify(parent uint64, child uint64, name string) fuse.Status {
 	var b [24]byte
 	binary.LittleEndian.PutUint64(b[0:], parent)
 	binary.LittleEndian.PutUint64(b[8:], child)
 	binary.LittleEndian.PutUint32(b[16:], uint32(len(name)))
-	return n.c.notify(notifyDelete, b[:], append([]byte(name), 0))
+	return n.send(notifyDelete, b[:], append([]byte(name), 0))
 }
 
-func (n notifier) InodeRetrieveCache(uint64, int64, []byte) (int, fuse.Status) {
+func (n *notifier) InodeRetrieveCache(uint64, int64, []byte) (int, fuse.Status) {
 	return 0, fuse.ENOSYS
 }
 
-func (n notifier) InodeNotifyStoreCache(uint64, int64, []byte) fuse.Status {
-	return fuse.ENOSYS
-}
-
-// lateNotifier lets the node tree be built before the connection exists.
-type lateNotifier struct {
-	mu sync.Mutex
-	n  *notifier
-}
-
-func (l *lateNotifier) get() *notifier {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n
-}
-
-func (l *lateNotifier) set(c *fuseConn) {
-	l.mu.Lock()
-	l.n = &notifier{c: c}
-	l.mu.Unlock()
-}
-
-func (l *lateNotifier) InodeNotify(node uint64, off int64, length int64) fuse.Status {
-	if n := l.get(); n != nil {
-		return n.InodeNotify(node, off, length)
-	}
-	return fuse.ENOSYS
-}
-
-func (l *lateNotifier) EntryNotify(parent uint64, name string) fuse.Status {
-	if n := l.get(); n != nil {
-		return n.EntryNotify(parent, name)
-	}
-	return fuse.ENOSYS
-}
-
-func (l *lateNotifier) DeleteNotify(parent uint64, child uint64, name string) fuse.Status {
-	if n := l.get(); n != nil {
-		return n.DeleteNotify(parent, child, name)
-	}
-	return fuse.ENOSYS
-}
-
-func (l *lateNotifier) InodeRetrieveCache(uint64, int64, []byte) (int, fuse.Status) {
-	return 0, fuse.ENOSYS
-}
-
-func (l *lateNotifier) InodeNotifyStoreCache(uint64, int64, []byte) fuse.Status {
+func (n *notifier) InodeNotifyStoreCache(uint64, int64, []byte) fuse.Status {
 	return fuse.ENOSYS
 }
 
