@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -202,5 +204,90 @@ func TestHandleAnswersEveryRequest(t *testing.T) {
 				t.Fatalf("reply: unique %d, error %v; want %d, %v", out.Unique, syscall.Errno(-out.Status), tt.unique, tt.want)
 			}
 		})
+	}
+}
+
+// TestServeNoGoroutineLeak grows the loop's pool of readers with requests
+// that wait in the File together, then unmounts: every goroutine the mount
+// started (readers, handlers, the one waiting for the loop) must end.
+func TestServeNoGoroutineLeak(t *testing.T) {
+	requireFUSE(t)
+	before := runtime.NumGoroutine()
+	// Registered first, so it runs after the unmount that mountT registers.
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Errorf("%d goroutines outlived the mount:\n%s", n-before, buf)
+		}
+	})
+
+	const readers = 24 // more than maxIdleReaders
+	var (
+		mu      sync.Mutex
+		waiting int
+	)
+	release := make(chan struct{})
+	f := &hookedFile{memFile: newMemFile(readers*4096, 5), before: func(ctx context.Context, op string) error {
+		if op != "read" {
+			return nil
+		}
+		mu.Lock()
+		waiting++
+		mu.Unlock()
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	m, dir := mountT(t, []Entry{{Path: "lun0", File: f}}, Options{})
+	p := filepath.Join(dir, "lun0")
+
+	var wg sync.WaitGroup
+	for i := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fd, err := os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECT, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer fd.Close()
+			buf := make([]byte, 4096)
+			if _, err := fd.ReadAt(buf, int64(i)*4096); err != nil {
+				t.Errorf("read %d: %v", i, err)
+			}
+		}()
+	}
+	// Every read must reach the File at once: the loop starts a reader
+	// for the next request before it handles one.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := waiting
+		mu.Unlock()
+		if n == readers {
+			break
+		}
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("%d of %d reads reached the File together", n, readers)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	m.server.mu.Lock()
+	got := m.server.readers
+	m.server.mu.Unlock()
+	if got > maxIdleReaders {
+		t.Errorf("%d goroutines wait for requests, want at most %d", got, maxIdleReaders)
 	}
 }
