@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -218,14 +219,29 @@ func unmountT(t *testing.T, m *Server, dir string) {
 	t.Helper()
 	if err := m.Unmount(); err != nil {
 		t.Errorf("Unmount: %v; trying fusermount3 -u -z", err)
-		if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
-			t.Errorf("fusermount3 -u -z %s: %v: %s", dir, err, out)
+		if err := detachLazily(dir); err != nil {
+			t.Error(err)
 		}
 	}
+	waitServeEnd(t, m, dir)
+}
+
+// detachLazily detaches dir with fusermount3 -u -z: a mount whose
+// connection is gone stays until it is detached.
+func detachLazily(dir string) error {
+	if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("fusermount3 -u -z %s: %v: %s", dir, err, out)
+	}
+	return nil
+}
+
+// waitServeEnd fails the test when the serve loop of m does not end soon.
+func waitServeEnd(t *testing.T, m *Server, dir string) {
+	t.Helper()
 	select {
 	case <-m.done:
 	case <-time.After(10 * time.Second):
-		t.Errorf("serve loop of %s did not end after unmount", dir)
+		t.Errorf("serve loop of %s did not end", dir)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -86,15 +85,10 @@ func TestAbortCancelsRequests(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		close(release)
-		// An aborted mount stays until it is detached.
-		if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
-			t.Logf("fusermount3 -u -z %s: %v: %s", dir, err, out)
+		if err := detachLazily(dir); err != nil {
+			t.Log(err)
 		}
-		select {
-		case <-m.done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("serve loop of %s did not end", dir)
-		}
+		waitServeEnd(t, m, dir)
 	})
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
