@@ -110,11 +110,14 @@ func (c *conn) execSCSI(ctx context.Context, cmd *Command, timeout time.Duration
 	}
 	final := unsolicitedEnd <= len(imm)
 	err := c.send(ctx, t, sendOpts{gated: true}, func(itt, cmdSN, expStatSN uint32) pdu.Message {
-		return &pdu.SCSICommand{
+		// send calls build with sendMu held and encodes the PDU before it
+		// lets go: the connection's scratch PDU serves, not one per command.
+		c.cmdPDU = pdu.SCSICommand{
 			Final: final, Read: cmd.Read != nil, Write: cmd.Write != nil, Attr: 1,
 			LUN: t.lun, ITT: itt, ExpectedDataTransferLength: uint32(expected),
 			CmdSN: cmdSN, ExpStatSN: expStatSN, CDB: cmd.CDB, Data: imm,
 		}
+		return &c.cmdPDU
 	})
 	if err != nil {
 		return nil, err

@@ -30,12 +30,13 @@ type conn struct {
 	discovery bool
 	log       *slog.Logger
 
-	sendMu  sync.Mutex    // held while assigning CmdSN and queueing one PDU
-	sq      *sendQueue    // PDUs waiting to be written, guarded by sendMu
-	spare   *sendQueue    // the queue being written, or free; guarded by sendMu
-	flushCh chan struct{} // hands the socket to the writer goroutine
-	flushed *sync.Cond    // on sendMu: a batch was written
-	wraw    pdu.Raw       // encode scratch, guarded by sendMu
+	sendMu  sync.Mutex      // held while assigning CmdSN and queueing one PDU
+	sq      *sendQueue      // PDUs waiting to be written, guarded by sendMu
+	spare   *sendQueue      // the queue being written, or free; guarded by sendMu
+	flushCh chan struct{}   // hands the socket to the writer goroutine
+	flushed *sync.Cond      // on sendMu: a batch was written
+	wraw    pdu.Raw         // encode scratch, guarded by sendMu
+	cmdPDU  pdu.SCSICommand // execSCSI's PDU while it is encoded, guarded by sendMu
 	// taskData is set while a PDU carrying a command's own data (SCSI
 	// Command with immediate data, Data-Out) is queued: see
 	// queueWriter.WriteSegments. Guarded by sendMu.
@@ -64,6 +65,7 @@ type conn struct {
 	// raw is the socket for non-blocking inline writes; nil when the
 	// connection is no TCP socket (every batch then goes to the writer).
 	raw syscall.RawConn
+	nbw nonBlockingWrite // writeNonBlocking's state; its owner's (writing)
 
 	mu        sync.Mutex
 	cmdSN     uint32 // next CmdSN to assign
@@ -91,7 +93,9 @@ type conn struct {
 	logoutTask *task
 	logoutErr  error
 
-	lastRecv atomic.Int64 // unix nanos of the last PDU received
+	// received counts the PDUs read: keepAliveLoop looks for it standing
+	// still (a counter, not a time, keeps the clock off the read path).
+	received atomic.Uint64
 	inflight atomic.Int32 // SCSI commands outstanding (observability, tests)
 	peak     atomic.Int32 // most SCSI commands outstanding at once
 
@@ -176,6 +180,7 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery
 		drainCh:   make(chan struct{}),
 	}
 	c.w = pdu.NewWriter(queueWriter{c})
+	c.nbw.init(c)
 	if tc, ok := nc.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -185,7 +190,6 @@ func newConn(portal string, nc net.Conn, r *pdu.Reader, st loginState, discovery
 	r.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
 	c.w.SetDigests(st.params.HeaderDigest, st.params.DataDigest)
 	r.SetMaxDataSegmentLength(st.params.MaxRecvDataSegmentLength)
-	c.lastRecv.Store(time.Now().UnixNano())
 	c.rdRole = make(chan struct{}, 1)
 	c.rdHand = make(chan struct{}, 1)
 	c.rdRole <- struct{}{}
@@ -693,7 +697,7 @@ func (c *conn) readPDU(byWaiter bool) error {
 			c.stats.pdusByCaller.Add(1)
 		}
 	}
-	c.lastRecv.Store(time.Now().UnixNano())
+	c.received.Add(1)
 	raw.AHS = ahs
 	return c.dispatch(raw)
 }
@@ -1036,14 +1040,22 @@ func (e *RejectError) Temporary() bool {
 func (c *conn) keepAliveLoop(ka keepAlive) {
 	tick := time.NewTicker(ka.interval / 2)
 	defer tick.Stop()
+	// quietSince is when a tick last saw received move: the connection has
+	// been idle at least since then (a PDU arriving between two ticks is
+	// seen at the second, so pings come after interval to 1.5 intervals of
+	// silence, as they would with the time of each PDU).
+	seen, quietSince := c.received.Load(), time.Now()
 	for {
 		select {
 		case <-c.dead:
 			return
 		case <-tick.C:
 		}
-		idle := time.Since(time.Unix(0, c.lastRecv.Load()))
-		if idle < ka.interval {
+		if n := c.received.Load(); n != seen {
+			seen, quietSince = n, time.Now()
+			continue
+		}
+		if time.Since(quietSince) < ka.interval {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), ka.timeout)

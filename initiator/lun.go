@@ -39,7 +39,15 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 	op := scsi.OpName(cdb)
 	ua, aborted := 0, 0
 	backoff := 5 * time.Millisecond
-	start := time.Now()
+	// The busy and not-ready waits count from the first such answer: no
+	// clock read on the path of a command that succeeds.
+	var start time.Time
+	sinceStart := func() time.Duration {
+		if start.IsZero() {
+			start = time.Now()
+		}
+		return time.Since(start)
+	}
 	for {
 		resp, err := exec(ctx, &Command{LUN: lun, CDB: cdb, Read: read, Write: write})
 		if err != nil {
@@ -77,12 +85,12 @@ func (s *Session) do(ctx context.Context, exec func(context.Context, *Command) (
 				s.aluaChanged()
 			}
 		case resp.Status == scsi.StatusBusy || resp.Status == scsi.StatusTaskSetFull:
-			if time.Since(start) > maxBusyWait {
+			if sinceStart() > maxBusyWait {
 				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
 			}
 			wait = backoff
 		case errors.Is(serr, scsi.ErrNotReady) && serr.Retryable():
-			if time.Since(start) > maxNotReadyWait {
+			if sinceStart() > maxNotReadyWait {
 				return 0, &CommandError{Target: s.target, LUN: lun, Op: op, Err: serr}
 			}
 			wait = backoff
@@ -586,6 +594,12 @@ func (l *LUN) rw(ctx context.Context, p []byte, off int64, op rwOp) error {
 	if len(p) <= l.maxXfer {
 		return l.rwOne(ctx, p, off, op)
 	}
+	return l.rwPieces(ctx, p, off, op)
+}
+
+// rwPieces is rw of more than one command. It is apart so that what its
+// goroutines capture is not moved to the heap on rw's one-command path.
+func (l *LUN) rwPieces(ctx context.Context, p []byte, off int64, op rwOp) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pieces := (len(p) + l.maxXfer - 1) / l.maxXfer

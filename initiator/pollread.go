@@ -34,6 +34,14 @@ type pollReader struct {
 	// after two in a row and resumes once a wait is short again, so a
 	// target answering in milliseconds costs no CPU in spinning.
 	slow int
+
+	// readRaw's state and the callback it gives raw.Read, built once: a
+	// closure over its locals would be allocated on every read. Read has
+	// one caller at a time (the holder of the read role).
+	rawBuf    []byte
+	rawN      int
+	rawErr    error
+	rawReadFn func(fd uintptr) bool
 }
 
 func newPollReader(nc net.Conn, budget time.Duration) *pollReader {
@@ -43,6 +51,7 @@ func newPollReader(nc net.Conn, budget time.Duration) *pollReader {
 			r.raw = raw
 		}
 	}
+	r.rawReadFn = r.readFD
 	return r
 }
 
@@ -132,24 +141,27 @@ func readResult(n int, rerr error) (int, error) {
 // readRaw reads without polling: it waits in the netpoller for data, then
 // reads with rawRead.
 func (r *pollReader) readRaw(p []byte) (int, error) {
-	var (
-		n    int
-		rerr error
-	)
-	err := r.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = rawRead(int(fd), p)
-			switch rerr {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			return true
-		}
-	})
+	r.rawBuf = p
+	err := r.raw.Read(r.rawReadFn)
+	n, rerr := r.rawN, r.rawErr
+	r.rawBuf, r.rawErr = nil, nil
 	if err != nil {
 		return 0, err
 	}
 	return readResult(n, rerr)
+}
+
+// readFD is readRaw's callback: false (wait for the netpoller) while the
+// socket has nothing.
+func (r *pollReader) readFD(fd uintptr) bool {
+	for {
+		r.rawN, r.rawErr = rawRead(int(fd), r.rawBuf)
+		switch r.rawErr {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		return true
+	}
 }

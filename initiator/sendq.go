@@ -214,34 +214,14 @@ func (c *conn) handToWriter() {
 var errWouldBlock = errors.New("socket not writable now")
 
 // writeNonBlocking writes segs with writev until the socket buffer is full
-// and returns what is left. Errors are those of the socket.
+// and returns what is left. Errors are those of the socket. Only the owner
+// of c.writing calls it.
 func (c *conn) writeNonBlocking(segs net.Buffers) (net.Buffers, error) {
-	var werr error
-	called := false
-	err := c.raw.Write(func(fd uintptr) bool {
-		called = true
-		for len(segs) > 0 {
-			iov := segs
-			if len(iov) > maxIOV {
-				iov = iov[:maxIOV]
-			}
-			n, err := rawWritev(int(fd), iov)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				return true
-			case err != nil:
-				werr = err
-				return true
-			}
-			if c.stats != nil {
-				c.stats.sendWrites.Add(1)
-			}
-			segs = consumed(segs, n)
-		}
-		return true
-	})
+	w := &c.nbw
+	w.segs, w.err, w.called = segs, nil, false
+	err := c.raw.Write(w.fn)
+	segs, werr, called := w.segs, w.err, w.called
+	w.segs, w.err = nil, nil
 	if !called {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return segs, nil
@@ -249,6 +229,48 @@ func (c *conn) writeNonBlocking(segs net.Buffers) (net.Buffers, error) {
 		return segs, err
 	}
 	return segs, werr
+}
+
+// nonBlockingWrite is writeNonBlocking's state and the callback it gives
+// raw.Write, built once per connection: a closure over the function's
+// locals would be allocated on every write.
+type nonBlockingWrite struct {
+	c      *conn
+	segs   net.Buffers
+	err    error
+	called bool
+	fn     func(fd uintptr) bool
+}
+
+func (w *nonBlockingWrite) init(c *conn) {
+	w.c = c
+	w.fn = w.writeFD
+}
+
+// writeFD writes w.segs until done or the socket buffer is full.
+func (w *nonBlockingWrite) writeFD(fd uintptr) bool {
+	w.called = true
+	for len(w.segs) > 0 {
+		iov := w.segs
+		if len(iov) > maxIOV {
+			iov = iov[:maxIOV]
+		}
+		n, err := rawWritev(int(fd), iov)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return true
+		case err != nil:
+			w.err = err
+			return true
+		}
+		if w.c.stats != nil {
+			w.c.stats.sendWrites.Add(1)
+		}
+		w.segs = consumed(w.segs, n)
+	}
+	return true
 }
 
 // consumed drops the first n bytes of segs.

@@ -427,11 +427,10 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			return nil, err
 		}
 		resp, err := c.execSCSI(ctx, cmd, s.cfg.CommandTimeout)
-		var ce *ConnectionError
-		var rej *RejectError
-		switch {
-		case err == nil:
+		if err == nil {
 			return resp, nil
+		}
+		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		case errors.Is(err, errTaskAborted):
@@ -445,7 +444,7 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 				// Aborting did not help: start over on a new connection.
 				c.fail(fmt.Errorf("%s timed out twice", opName(cmd.CDB)))
 			}
-		case errors.As(err, &rej) && rej.Temporary():
+		case isTemporaryReject(err):
 			rejects++
 			if rejects > maxRejectRetries {
 				return nil, err
@@ -459,7 +458,7 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			// Not carried out because the target asked for a logout:
 			// connFor waits for the connection that replaces this one.
 			// Not a loss: the command did not break anything.
-		case errors.As(err, &ce) || errors.Is(err, errTasksTerminated):
+		case isConnectionError(err) || errors.Is(err, errTasksTerminated):
 			if s.isClosed() {
 				return nil, ErrSessionClosed
 			}
@@ -477,6 +476,19 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 			return nil, err
 		}
 	}
+}
+
+// isTemporaryReject and isConnectionError are errors.As for execute. They
+// are apart so that the targets errors.As needs are allocated only when a
+// command failed, not on every command.
+func isTemporaryReject(err error) bool {
+	var rej *RejectError
+	return errors.As(err, &rej) && rej.Temporary()
+}
+
+func isConnectionError(err error) bool {
+	var ce *ConnectionError
+	return errors.As(err, &ce)
 }
 
 func (s *Session) isClosed() bool {
