@@ -127,6 +127,9 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 	select {
 	case <-conn.inited:
 	case <-m.done:
+		// An abort through fusectl leaves the mountpoint in place: take it
+		// down, as every other failure after mountFUSE does.
+		_ = unmountFUSE(dir)
 		return nil, fmt.Errorf("mount %s: the kernel closed the connection before INIT", dir)
 	case <-time.After(mountInitTimeout):
 		_ = unmountFUSE(dir)
