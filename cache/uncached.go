@@ -24,18 +24,20 @@ const (
 // than the cache would turn it over without ever hitting (fio over a 1 GiB LUN
 // with the default 256 MiB cache hit 0.1 % of its reads), and pay the
 // eviction, a fetch goroutine and a copy on every read. So a small aligned
-// read that continues no stream, where no block of its range is cached, goes
-// straight from the device into the caller's buffer, and its position is
-// noted in a small table of recent bypasses (the "ghost" of an admission
-// filter). When the same position is read again while still in the table it
-// is admitted: it goes through the cache like any other read, so data that is
-// read twice (file system metadata, a hot page) is cached from then on.
+// read that continues no stream, where the cache holds none of its sectors
+// (no block of its range is cached, or the cached ones have no valid or
+// fetching sector in it), goes straight from the device into the caller's
+// buffer, and its position is noted in a small table of recent bypasses (the
+// "ghost" of an admission filter). When the same position is read again while
+// still in the table it is admitted: it goes through the cache like any other
+// read, so data that is read twice (file system metadata, a hot page) is
+// cached from then on.
 //
 // This keeps reads coherent with writes: dirty data and data being written
-// back live in blocks that stay in the cache until the device has them, so a
-// range without a cached block reads the same from the device. A bypassed
-// read that overlaps a concurrent write may see either version, as any read
-// racing a write may.
+// back are valid sectors of blocks that stay in the cache until the device
+// has them, so a range without a valid cached sector reads the same from the
+// device. A bypassed read that overlaps a concurrent write may see either
+// version, as any read racing a write may.
 
 // newGhost returns the table for a cache of size bytes: a power of two.
 func newGhost(size int64) []uint64 {
@@ -57,6 +59,20 @@ func (c *Cache) seenLocked(sector int64) bool {
 	return false
 }
 
+// holdsAnyLocked reports whether b has, or is fetching, any sector of the
+// device range [off, end): only then may the cache know better than the
+// device. Dirty sectors and sectors being written back are valid ones, so a
+// block without a valid or fetching sector in the range holds nothing newer
+// than the device there. A random read that lands in a cached block but
+// none of its data (a quarter of them with a cache a quarter of the range)
+// then skips the fetch goroutine and the copy as well.
+func (c *Cache) holdsAnyLocked(b *block, off, end int64) bool {
+	lo := max(off, b.off) - b.off
+	hi := min(end, b.off+blockSize) - b.off
+	s0, s1 := int(lo>>c.ssShift), int((hi+int64(c.ss)-1)>>c.ssShift)
+	return b.valid.any(s0, s1) || b.fetching.any(s0, s1)
+}
+
 // readUncached serves a random read [off, off+len(p)) from the device when it
 // may bypass the cache (see above); done false means it must go through the
 // cache.
@@ -68,7 +84,7 @@ func (c *Cache) readUncached(ctx context.Context, p []byte, off int64) (done boo
 	end := off + int64(len(p))
 	c.mu.Lock()
 	for idx := off >> blockShift; idx <= (end-1)>>blockShift; idx++ {
-		if _, ok := c.lru.Peek(idx); ok {
+		if b, ok := c.lru.Peek(idx); ok && c.holdsAnyLocked(b, off, end) {
 			c.mu.Unlock()
 			return false, nil
 		}
