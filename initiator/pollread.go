@@ -42,6 +42,9 @@ type pollReader struct {
 	rawN      int
 	rawErr    error
 	rawReadFn func(fd uintptr) bool
+
+	poll       pollState // Read's, while it polls
+	pollReadFn func(fd uintptr) bool
 }
 
 func newPollReader(nc net.Conn, budget time.Duration) *pollReader {
@@ -52,6 +55,7 @@ func newPollReader(nc net.Conn, budget time.Duration) *pollReader {
 		}
 	}
 	r.rawReadFn = r.readFD
+	r.pollReadFn = r.pollFD
 	return r
 }
 
@@ -63,47 +67,17 @@ func (r *pollReader) Read(p []byte) (int, error) {
 	if busy == nil || r.budget <= 0 {
 		return r.readRaw(p)
 	}
-	var (
-		n      int
-		rerr   error
-		since  time.Time // first EAGAIN of this Read
-		parked bool
-	)
+	st := &r.poll
+	*st = pollState{buf: p, busy: busy}
 	sender := r.sender.Load()
 	for {
-		spin := false
-		err := r.raw.Read(func(fd uintptr) bool {
-			for {
-				n, rerr = rawRead(int(fd), p)
-				if rerr == syscall.EINTR {
-					continue
-				}
-				if rerr != syscall.EAGAIN {
-					if parked {
-						// Woken by the poller: would spinning have caught it?
-						if time.Since(since) <= r.budget {
-							r.slow = 0
-						} else {
-							r.slow = min(r.slow+1, 2)
-						}
-					}
-					return true
-				}
-				if since.IsZero() {
-					since = time.Now()
-				}
-				if parked || busy.Load() <= 0 || r.slow >= 2 || time.Since(since) > r.budget {
-					parked = true
-					return false
-				}
-				spin = true
-				return true
-			}
-		})
+		st.spin = false
+		err := r.raw.Read(r.pollReadFn)
 		if err != nil {
+			*st = pollState{}
 			return 0, err
 		}
-		if !spin {
+		if !st.spin {
 			break
 		}
 		// Let the goroutines this read woke run, and pace the polls: an
@@ -124,7 +98,52 @@ func (r *pollReader) Read(p []byte) (int, error) {
 		}
 		sender.setCork(false)
 	}
+	n, rerr := st.n, st.err
+	*st = pollState{}
 	return readResult(n, rerr)
+}
+
+// pollState is Read's state while it polls, and pollFD the callback it
+// gives raw.Read, built once (a closure over Read's locals would be
+// allocated on every call).
+type pollState struct {
+	buf    []byte
+	busy   *atomic.Int32
+	n      int
+	err    error
+	since  time.Time // first EAGAIN of this Read
+	parked bool      // waited in the netpoller
+	spin   bool      // the socket was empty and polling goes on
+}
+
+func (r *pollReader) pollFD(fd uintptr) bool {
+	st := &r.poll
+	for {
+		st.n, st.err = rawRead(int(fd), st.buf)
+		if st.err == syscall.EINTR {
+			continue
+		}
+		if st.err != syscall.EAGAIN {
+			if st.parked {
+				// Woken by the poller: would spinning have caught it?
+				if time.Since(st.since) <= r.budget {
+					r.slow = 0
+				} else {
+					r.slow = min(r.slow+1, 2)
+				}
+			}
+			return true
+		}
+		if st.since.IsZero() {
+			st.since = time.Now()
+		}
+		if st.parked || st.busy.Load() <= 0 || r.slow >= 2 || time.Since(st.since) > r.budget {
+			st.parked = true
+			return false
+		}
+		st.spin = true
+		return true
+	}
 }
 
 // readResult turns a read(2) result into Read's.
