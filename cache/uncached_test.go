@@ -176,3 +176,35 @@ func TestBypassReadError(t *testing.T) {
 		t.Errorf("uncached reads %d, want 1", s.UncachedReads)
 	}
 }
+
+// TestHoldsAny: which part of a request a cached block is asked about, and
+// which of its sectors count (valid and fetching ones; dirty and written
+// back ones are valid too).
+func TestHoldsAny(t *testing.T) {
+	c := &Cache{ss: 512, ssShift: 9}
+	const boff = 3 * blockSize // the block's device offset
+	b := &block{off: boff}
+	b.valid.set(8, 16)       // [4 KiB, 8 KiB) of the block
+	b.fetching.set(100, 101) // [50 KiB, 50.5 KiB)
+	b.valid.set(511, 512)    // its last sector
+	for _, tt := range []struct {
+		name      string
+		off, size int64
+		want      bool
+	}{
+		{"before the valid sectors", boff, 4 * kib, false},
+		{"on them", boff + 4*kib, 4 * kib, true},
+		{"overlapping their end", boff + 7*kib, 4 * kib, true},
+		{"right after them", boff + 8*kib, 4 * kib, false},
+		{"a fetching sector", boff + 48*kib, 4 * kib, true},
+		{"unaligned end inside a valid sector", boff + 3*kib, 1024 + 1, true},
+		{"from the block before, up to the valid sectors", boff - 8*kib, 12 * kib, false},
+		{"from the block before, into them", boff - 8*kib, 12*kib + 512, true},
+		{"into the block after, from the last sector", boff + blockSize - 512, 8 * kib, true},
+		{"into the block after, short of the last sector", boff + blockSize - 4*kib, 3*kib + 512, false},
+	} {
+		if got := c.holdsAnyLocked(b, tt.off, tt.off+tt.size); got != tt.want {
+			t.Errorf("%s: [%d, %d) of the block: %v, want %v", tt.name, tt.off-boff, tt.off+tt.size-boff, got, tt.want)
+		}
+	}
+}
