@@ -61,6 +61,10 @@ type Options struct {
 	ErrnoMappers []ErrnoMapper
 	// LazyDirs are directories whose files are made on first use.
 	LazyDirs []LazyDir
+	// PollAfterWrite is how long the loop polls /dev/fuse after answering
+	// a WRITE or FSYNC with no other request in flight, before it sleeps
+	// in the netpoller; 0 never polls. See pollAfterWrite in serve.go.
+	PollAfterWrite time.Duration
 }
 
 // Server is a mounted tree, from Mount until it is unmounted (by Unmount or
@@ -114,6 +118,9 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	conn, err := newFuseConn(fd, ps, func(msg string, args ...any) { m.log.Warn(msg, args...) })
+	if conn != nil {
+		conn.pollAfterWrite = opts.PollAfterWrite
+	}
 	if err != nil {
 		_ = unmountFUSE(dir)
 		return nil, fmt.Errorf("mount %s: %w", dir, err)

@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -54,14 +55,6 @@ func TestAbortCancelsRequests(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("aborting a FUSE connection through fusectl needs root")
 	}
-	const ctlDir = "/sys/fs/fuse/connections"
-	if ents, err := os.ReadDir(ctlDir); err != nil || len(ents) == 0 {
-		// fusectl is not mounted (or no connection exists yet; mounting
-		// it again is then harmless).
-		if err := unix.Mount("fusectl", ctlDir, "fusectl", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-			t.Fatalf("mount -t fusectl fusectl %s: %v", ctlDir, err)
-		}
-	}
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	canceled := make(chan error, 1)
@@ -90,11 +83,7 @@ func TestAbortCancelsRequests(t *testing.T) {
 		}
 		waitServeEnd(t, m, dir)
 	})
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	abort := filepath.Join(ctlDir, strconv.FormatUint(uint64(unix.Minor(st.Dev)), 10), "abort")
+	abort := abortPath(t, dir)
 
 	readErr := make(chan error, 1)
 	go func() {
@@ -138,6 +127,25 @@ func TestAbortCancelsRequests(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("the serve loop did not end after the abort")
 	}
+}
+
+// abortPath returns the fusectl file that aborts the FUSE connection of the
+// mount at dir (root only), mounting fusectl if it is not.
+func abortPath(t *testing.T, dir string) string {
+	t.Helper()
+	const ctlDir = "/sys/fs/fuse/connections"
+	if ents, err := os.ReadDir(ctlDir); err != nil || len(ents) == 0 {
+		// fusectl is not mounted (or no connection exists yet; mounting
+		// it again is then harmless).
+		if err := unix.Mount("fusectl", ctlDir, "fusectl", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			t.Fatalf("mount -t fusectl fusectl %s: %v", ctlDir, err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(ctlDir, strconv.FormatUint(uint64(unix.Minor(st.Dev)), 10), "abort")
 }
 
 // TestHandleAnswersEveryRequest feeds requests go-fuse cannot serve to the
@@ -283,5 +291,79 @@ func TestServeNoGoroutineLeak(t *testing.T) {
 	m.server.mu.Unlock()
 	if got > maxIdleReaders {
 		t.Errorf("%d goroutines wait for requests, want at most %d", got, maxIdleReaders)
+	}
+}
+
+// TestPollAfterWrite: a chain of writes and fsyncs through a mount that
+// polls after writes is answered in full, in order, and (with a window far
+// longer than the chain's gaps) its requests are read by the polling
+// goroutine; without polling none is.
+func TestPollAfterWrite(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		window time.Duration
+		polled bool
+	}{
+		{"off", 0, false},
+		{"on", time.Second, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const n = 20
+			f := newMemFile(n*4096, 9)
+			m, dir := mountT(t, []Entry{{Path: "lun0", File: f}}, Options{PollAfterWrite: tt.window})
+			fd, err := os.OpenFile(filepath.Join(dir, "lun0"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fd.Close()
+			want := append([]byte(nil), f.snapshot()...)
+			done := make(chan error, 1)
+			go func() {
+				for i := range n {
+					block := bytes.Repeat([]byte{byte(i + 1)}, 4096)
+					copy(want[i*4096:], block)
+					if _, err := fd.WriteAt(block, int64(i)*4096); err != nil {
+						done <- err
+						return
+					}
+					if err := fd.Sync(); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(20 * time.Second):
+				// A request the loop lost is never answered: abort the
+				// connection so that the writer and the unmount are not
+				// stuck behind it (as root; otherwise the cleanup's lazy
+				// unmount is all there is).
+				if os.Geteuid() == 0 {
+					if err := os.WriteFile(abortPath(t, dir), []byte("1"), 0); err != nil {
+						t.Log(err)
+					}
+					<-done
+					if err := detachLazily(dir); err != nil {
+						t.Log(err)
+					}
+				}
+				t.Fatal("the chain of writes and fsyncs did not finish")
+			}
+			if got := f.snapshot(); string(got) != string(want) {
+				t.Error("the file's content differs from what was written")
+			}
+			_, _, _, syncs := f.counts()
+			if syncs != n {
+				t.Errorf("%d syncs reached the File, want %d", syncs, n)
+			}
+			if polled := m.server.polled.Load(); (polled > 0) != tt.polled {
+				t.Errorf("%d requests read while polling, want some: %v", polled, tt.polled)
+			}
+		})
 	}
 }

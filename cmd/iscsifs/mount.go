@@ -38,6 +38,8 @@ func mountCommand() *cli.Command {
 			&cli.BoolFlag{Name: "write-through", Usage: "make every write durable before it returns"},
 			&cli.DurationFlag{Name: "flush-interval", Usage: "write dirty data back after this long", Value: 5 * time.Second},
 			&cli.IntFlag{Name: "queue-depth", Usage: "SCSI commands in flight per session", Value: 64},
+			&cli.DurationFlag{Name: "poll-after-write", Value: 100 * time.Microsecond,
+				Usage: "after answering a write or fsync with nothing else in flight, poll for the next request this long before sleeping (0 = never; trades CPU for the latency of write-and-fsync chains)"},
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users access the mount"},
 			&cli.BoolFlag{Name: "attach", Usage: "give each LUN and partition file a loop device (root); prints one line per device"},
 			&cli.BoolFlag{Name: "daemon", Aliases: []string{"d"}, Usage: "return once the mount is ready and serve it in the background (its log goes to --log-file, or to " + defaultLogFile() + ")"},
@@ -238,9 +240,10 @@ type mountPlan struct {
 	readOnly   bool
 	allowOther bool
 	attach     bool
-	metrics    string    // --metrics-addr
-	cpuprofile string    // --cpuprofile
-	out        io.Writer // the device lines of --attach
+	metrics    string        // --metrics-addr
+	cpuprofile string        // --cpuprofile
+	out        io.Writer     // the device lines of --attach
+	pollWrites time.Duration // --poll-after-write
 }
 
 // planMount reads the arguments and flags and checks what can be checked
@@ -257,7 +260,8 @@ func planMount(c *cli.Context) (*mountPlan, error) {
 	// Check the mountpoint before logging in: a busy or missing mountpoint
 	// then fails at once, and with its own error rather than a login's.
 	p := &mountPlan{url: u, mountpoint: c.Args().Get(1), readOnly: c.Bool("read-only"), allowOther: c.Bool("allow-other"),
-		attach: c.Bool("attach"), metrics: c.String("metrics-addr"), cpuprofile: c.String("cpuprofile"), out: c.App.Writer}
+		attach: c.Bool("attach"), metrics: c.String("metrics-addr"), cpuprofile: c.String("cpuprofile"), out: c.App.Writer,
+		pollWrites: c.Duration("poll-after-write")}
 	if _, err := fusefs.CheckMountpoint(p.mountpoint); err != nil {
 		return nil, err
 	}
@@ -339,6 +343,9 @@ func (p *mountPlan) setUp(ctx context.Context, m *mounted) (*fusefs.Server, erro
 		ErrnoMappers: errnoMappers,
 		StatusFiles:  m.statusFiles(),
 		LazyDirs:     lazy,
+		// Polling after writes pays off only when the daemon's thread would
+		// otherwise sleep between the requests of a chain (see fusefs).
+		PollAfterWrite: p.pollWrites,
 	})
 	if err != nil {
 		return nil, err // names the mountpoint
