@@ -14,6 +14,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -81,6 +82,7 @@ type Server struct {
 	luns     map[string]*lunNode // by path in the mount; lazy directories and AddFile add to it
 	root     *fs.Inode           // set by OnAdd, before the mount serves
 	done     chan struct{}       // closed when the serve loop has ended
+	dev      [2]uint32           // the mount's device (major, minor), once mounted
 }
 
 // Mount mounts entries at mountpoint and serves them until unmounted. The
@@ -143,6 +145,10 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: no INIT from the kernel within %v", dir, mountInitTimeout)
 	}
 	m.server = conn
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err == nil {
+		m.dev = [2]uint32{unix.Major(st.Dev), unix.Minor(st.Dev)}
+	}
 	if err := pollHack(dir); err != nil {
 		m.log.Warn("could not tell the kernel that the mount does not poll", "err", err)
 	}
@@ -242,6 +248,17 @@ func (m *Server) Mounted() bool {
 func (m *Server) Unmount() error {
 	select {
 	case <-m.done:
+		// The connection is gone. After an abort (fusectl, or the kernel
+		// giving up on us) the mount stays, dead ("transport endpoint is
+		// not connected"), until it is unmounted: do that, as long as
+		// the mount at dir is still ours.
+		if !m.deadMountLeft() {
+			return nil
+		}
+		if err := unmountFUSE(m.dir); err != nil {
+			return fmt.Errorf("unmount %s: %w", m.dir, err)
+		}
+		m.log.Info("unmounted the mount whose connection was gone", "mountpoint", m.dir)
 		return nil
 	default:
 	}
@@ -251,6 +268,24 @@ func (m *Server) Unmount() error {
 	<-m.done
 	m.log.Info("unmounted", "mountpoint", m.dir)
 	return nil
+}
+
+// deadMountLeft reports whether the mount at dir is still the one Mount
+// made (its device), after its connection has ended.
+func (m *Server) deadMountLeft() bool {
+	if m.dev == [2]uint32{} {
+		return false
+	}
+	mounts, err := ReadMountInfo()
+	if err != nil {
+		return false
+	}
+	for _, mi := range mounts {
+		if mi.Dir == m.dir && mi.Major == m.dev[0] && mi.Minor == m.dev[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // NotifySize makes the kernel forget the attributes (and any mmap pages) of

@@ -78,8 +78,10 @@ func TestAbortCancelsRequests(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		close(release)
-		if err := detachLazily(dir); err != nil {
-			t.Log(err)
+		if m.Mounted() {
+			if err := detachLazily(dir); err != nil {
+				t.Log(err)
+			}
 		}
 		waitServeEnd(t, m, dir)
 	})
@@ -125,7 +127,21 @@ func TestAbortCancelsRequests(t *testing.T) {
 	select {
 	case <-m.done:
 	case <-time.After(5 * time.Second):
-		t.Error("the serve loop did not end after the abort")
+		t.Fatal("the serve loop did not end after the abort")
+	}
+	// The aborted mount stays in place, dead, until it is unmounted:
+	// Unmount takes it away.
+	if err := m.Unmount(); err != nil {
+		t.Errorf("Unmount after the abort: %v", err)
+	}
+	mounts, err := ReadMountInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mi := range mounts {
+		if mi.Dir == dir {
+			t.Errorf("%s is still mounted (%s) after Unmount", dir, mi.FSType)
+		}
 	}
 }
 

@@ -406,6 +406,13 @@ func (p *mountPlan) serve(signals *mountSignals, m *mounted, srv *fusefs.Server,
 		<-unmounted
 	case <-unmounted:
 		log.Info().Msg("unmounted from outside; flushing")
+		// An aborted connection (fusectl) leaves the mount in place, dead:
+		// take it away rather than leave "transport endpoint is not
+		// connected" behind. Unmount does nothing when it is gone already.
+		if err := srv.Unmount(); err != nil {
+			log.Warn().Err(err).Msg("unmount of the dead mount (retrying lazily)")
+			lazyUnmount(p.mountpoint)
+		}
 	}
 }
 
