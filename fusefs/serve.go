@@ -204,14 +204,14 @@ func (c *fuseConn) readRequest(buf []byte, poll bool) (int, error) {
 	)
 	err := c.raw.Read(func(fd uintptr) bool {
 		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			r, e := rawRead(fd, buf)
 			switch e {
 			case syscall.EINTR:
 				continue
 			case syscall.EAGAIN:
 				return false
 			case 0:
-				n, rerr = int(r), nil
+				n, rerr = r, nil
 			default:
 				rerr = e
 			}
@@ -222,6 +222,13 @@ func (c *fuseConn) readRequest(buf []byte, poll bool) (int, error) {
 		return 0, err
 	}
 	return n, rerr
+}
+
+// rawRead is one read(2) of the non-blocking /dev/fuse (see readRequest for
+// why raw).
+func rawRead(fd uintptr, buf []byte) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+	return int(r), e
 }
 
 // Polling after a write. A file system on the LUN (through a loop device)
@@ -248,11 +255,11 @@ func (c *fuseConn) pollRequest(buf []byte) (n int, ok bool, err error) {
 		if busy {
 			return 0, false, nil
 		}
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+		r, e := rawRead(uintptr(c.fd), buf)
 		switch e {
 		case 0:
 			c.polled.Add(1)
-			return int(r), true, nil
+			return r, true, nil
 		case syscall.EAGAIN, syscall.EINTR:
 		default:
 			return 0, true, e

@@ -221,8 +221,7 @@ func (c *conn) fail(err error) {
 		c.mu.Unlock()
 		return
 	}
-	var ce *ConnectionError
-	if !errors.As(err, &ce) {
+	if !isConnectionError(err) {
 		err = &ConnectionError{Portal: c.portal, Err: err}
 	}
 	c.state = connFailed

@@ -436,9 +436,8 @@ func (m *MultipathLUN) do(ctx context.Context, op func(*LUN) (int, error)) (int,
 // pathFailure reports an error that says nothing of the command, only that
 // its path failed: worth sending the command down another path.
 func pathFailure(err error) bool {
-	var ce *ConnectionError
 	var ue *SessionUnavailableError
-	return errors.As(err, &ce) || errors.As(err, &ue)
+	return isConnectionError(err) || errors.As(err, &ue)
 }
 
 // pick returns a logged-in path by the selector, nil if none is. With ALUA

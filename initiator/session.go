@@ -478,9 +478,10 @@ func (s *Session) execute(ctx context.Context, cmd *Command) (*Response, error) 
 	}
 }
 
-// isTemporaryReject and isConnectionError are errors.As for execute. They
-// are apart so that the targets errors.As needs are allocated only when a
-// command failed, not on every command.
+// isTemporaryReject and isConnectionError are the errors.As tests of
+// execute (and, for isConnectionError, of conn.fail and pathFailure). In
+// functions of their own, the targets errors.As needs are allocated only
+// when a command failed, not on every command.
 func isTemporaryReject(err error) bool {
 	var rej *RejectError
 	return errors.As(err, &rej) && rej.Temporary()

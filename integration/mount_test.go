@@ -1417,3 +1417,29 @@ func mntWaitFor(t testing.TB, timeout time.Duration, what string, cond func() bo
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestMountAbortedConnection: a mount whose FUSE connection is aborted
+// through fusectl (how a hung mount is cut off) makes the daemon exit, and
+// it takes the dead mount away on its way out: no "Transport endpoint is
+// not connected" stays behind.
+func TestMountAbortedConnection(t *testing.T) {
+	RequireFUSE(t)
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "aborting a FUSE connection through fusectl needs root")
+	}
+	const iqn = "iqn.2026-12.lab:aborted"
+	tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 16 << 20}}})
+	g := newDiskGuard(t)
+	m := startMount(t, iscsifsBinary(t), "iscsi://"+tg.Portal+"/"+iqn)
+	conn := g.fuse(m.dir)
+	if err := os.WriteFile(filepath.Join(fuseConnDir(conn), "abort"), []byte("1"), 0); err != nil {
+		t.Fatalf("abort connection %d: %v", conn, err)
+	}
+	code := m.wait(t, 30*time.Second)
+	if code != 0 {
+		t.Errorf("exit %d after the connection was aborted:\n%s", code, mntTail(m.output(), 4<<10))
+	}
+	if e, mounted := guardMountAt(m.dir); mounted {
+		t.Errorf("%s is still mounted (%s) after the daemon exited:\n%s", m.dir, e.FSType, mntTail(m.output(), 4<<10))
+	}
+}
