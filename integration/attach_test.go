@@ -366,6 +366,73 @@ func TestAttachShutdown(t *testing.T) {
 	}
 }
 
+// TestAttachAbortedConnection: the mount's FUSE connection aborted through
+// fusectl while its device is attached. With nothing on the device the
+// daemon detaches it, unmounts and exits 0. With ext4 mounted on it, the
+// device can only fail from then on: the daemon says so in one line, exits
+// non-zero and leaves nothing mounted at the mountpoint; the device goes
+// away once ext4 is unmounted (autoclear).
+func TestAttachAbortedConnection(t *testing.T) {
+	requireAttach(t)
+	for _, withFS := range []bool{false, true} {
+		name := map[bool]string{false: "free", true: "ext4 mounted"}[withFS]
+		t.Run(name, func(t *testing.T) {
+			const iqn = "iqn.2026-12.lab:attach-abort"
+			tg := StartTGT(t, TargetSpec{Name: iqn, LUNs: []LUNSpec{{LUN: 1, Size: 64 << 20}}})
+			g := newDiskGuard(t)
+			m := startAttached(t, g, iscsifsBinaryNoRace(t), "iscsi://"+tg.Portal+"/"+iqn)
+			dev := m.deviceOfFile(t, g, "lun1")
+			var fsDir string
+			if withFS {
+				mntRunTool(t, time.Minute, "mkfs.ext4", "-F", "-q", dev)
+				fsDir = mountFS(t, g, dev)
+				if err := os.WriteFile(filepath.Join(fsDir, "f"), []byte("data"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				mntRunTool(t, time.Minute, "sync", "-f", fsDir)
+			}
+			conn := g.fuse(m.dir)
+			if err := os.WriteFile(filepath.Join(fuseConnDir(conn), "abort"), []byte("1"), 0); err != nil {
+				t.Fatalf("abort connection %d: %v", conn, err)
+			}
+			code := m.wait(t, 30*time.Second)
+			out := m.output()
+			if e, mounted := guardMountAt(m.dir); mounted {
+				t.Errorf("%s is still mounted (%s) after the daemon exited:\n%s", m.dir, e.FSType, mntTail(out, 4<<10))
+			}
+			if !withFS {
+				if code != 0 {
+					t.Errorf("exit %d after the connection was aborted:\n%s", code, mntTail(out, 4<<10))
+				}
+				if loopAttached(dev) {
+					t.Errorf("%s still attached after the daemon exited:\n%s", dev, mntTail(out, 4<<10))
+				}
+				// The device is detached before the unmount, which then
+				// is not refused as busy (and left to a lazy unmount).
+				if strings.Contains(out, "retrying lazily") {
+					t.Errorf("the dead mount was still busy with the device:\n%s", mntTail(out, 4<<10))
+				}
+				return
+			}
+			want := "iscsifs: the FUSE connection ended while a device was in use: lun1 " + dev + " (mounted at " + fsDir + ") fails every I/O until unmounted"
+			if code == 0 || !strings.Contains(out, want+"\n") {
+				t.Errorf("exit %d; want non-zero and the line %q in:\n%s", code, want, mntTail(out, 4<<10))
+			}
+			if !loopAttached(dev) {
+				t.Errorf("%s detached under the mounted ext4", dev)
+			}
+			umountFS(t, fsDir)
+			mntWaitFor(t, 10*time.Second, dev+" detached after ext4 was unmounted", func() bool { return !loopAttached(dev) })
+		})
+	}
+}
+
+// loopAttached reports whether the loop device is bound to any file.
+func loopAttached(dev string) bool {
+	_, err := os.Stat(filepath.Join("/sys/block", filepath.Base(dev), "loop/backing_file"))
+	return err == nil
+}
+
 // TestAttachErrors: --attach without loop support or root fails with one line
 // and leaves nothing mounted (here: a read-only LUN attaches read-only, and a
 // mount whose attach cannot work is refused).

@@ -318,8 +318,12 @@ func (p *mountPlan) execute(ready *readiness) error {
 			return fmt.Errorf("--metrics-addr %s: %w", p.metrics, err)
 		}
 	}
-	p.serve(signals, m, srv, ready)
-	return m.close()
+	held := p.serve(signals, m, srv, ready)
+	err = m.close()
+	if held != nil {
+		return errors.Join(held, err)
+	}
+	return err
 }
 
 // setUp opens the LUNs, mounts the file tree and attaches the devices.
@@ -371,8 +375,9 @@ func (p *mountPlan) setUp(ctx context.Context, m *mounted) (*fusefs.Server, erro
 
 // serve reports readiness and serves until a signal (flush, detach,
 // unmount) or an unmount from outside; it returns once the file system is
-// unmounted.
-func (p *mountPlan) serve(signals *mountSignals, m *mounted, srv *fusefs.Server, ready *readiness) {
+// unmounted, with an error when the FUSE connection was cut off while a
+// device of ours was in use (see releaseDeadDevices).
+func (p *mountPlan) serve(signals *mountSignals, m *mounted, srv *fusefs.Server, ready *readiness) error {
 	log := p.log
 	ctx := signals.ctx
 	sigs := signals.serve()
@@ -406,14 +411,48 @@ func (p *mountPlan) serve(signals *mountSignals, m *mounted, srv *fusefs.Server,
 		<-unmounted
 	case <-unmounted:
 		log.Info().Msg("unmounted from outside; flushing")
-		// An aborted connection (fusectl) leaves the mount in place, dead:
-		// take it away rather than leave "transport endpoint is not
-		// connected" behind. Unmount does nothing when it is gone already.
+		// The connection is gone (aborted through fusectl, or unmounted by
+		// force): our devices can only fail from now on. Detaching them
+		// frees the mount's files, so the unmount below is not refused.
+		held := m.releaseDeadDevices()
+		// An aborted connection leaves the mount in place, dead: take it
+		// away rather than leave "transport endpoint is not connected"
+		// behind. Unmount does nothing when it is gone already.
 		if err := srv.Unmount(); err != nil {
 			log.Warn().Err(err).Msg("unmount of the dead mount (retrying lazily)")
 			lazyUnmount(p.mountpoint)
 		}
+		return held
 	}
+	return nil
+}
+
+// errDeviceInUse: the FUSE connection ended while a file system (or another
+// holder) still used one of our loop devices, whose I/O now fails.
+var errDeviceInUse = errors.New("the FUSE connection ended while a device was in use")
+
+// releaseDeadDevices detaches every device once the connection is gone,
+// without waiting for file systems on them to be unmounted (nothing can
+// serve them any more). A held device cannot be detached now: autoclear
+// removes it when its holder lets go. Each one is logged, and the error
+// names them: whatever the file system on it had not written is lost, so
+// the daemon must not exit as if all were well.
+func (m *mounted) releaseDeadDevices() error {
+	if m.devs == nil {
+		return nil
+	}
+	held := m.devs.busy()
+	if err := m.devs.detachAll(); err != nil && len(held) == 0 {
+		m.log.Error().Err(err).Msg("detaching devices")
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	slices.Sort(held)
+	for _, h := range held {
+		m.log.Error().Str("device", h).Msg("device in use when the FUSE connection ended: every I/O to it fails; it detaches once its holder lets go")
+	}
+	return fmt.Errorf("%w: %s fails every I/O until unmounted", errDeviceInUse, strings.Join(held, ", "))
 }
 
 // releaseDevices waits until no file system uses our devices (the daemon
