@@ -115,18 +115,28 @@ func (n *lunNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttr
 // Read serves reads of any size and alignment; at and after the end it
 // returns no data.
 func (n *lunNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	got, errno := n.readInto(ctx, dest, off)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+// readInto is Read for both paths: go-fuse's (Read) and the serving loop's
+// own (readFast). ctx is cancelled by the kernel's INTERRUPT.
+func (n *lunNode) readInto(ctx context.Context, dest []byte, off int64) (int, syscall.Errno) {
 	size := n.file.Size()
 	if off >= size {
-		return fuse.ReadResultData(nil), 0
+		return 0, 0
 	}
 	if int64(len(dest)) > size-off {
 		dest = dest[:size-off]
 	}
 	got, err := transferFull(ctx, n.file.ReadAtContext, dest, off, true)
 	if err != nil {
-		return nil, n.m.fail(ctx, "read", n.path, err)
+		return 0, n.m.fail(ctx, "read", n.path, err)
 	}
-	return fuse.ReadResultData(dest[:got]), 0
+	return got, 0
 }
 
 // Write is cut short at the end of the LUN; a write that starts there gets

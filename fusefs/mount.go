@@ -80,6 +80,7 @@ type Server struct {
 	start    time.Time
 	lunsMu   sync.RWMutex
 	luns     map[string]*lunNode // by path in the mount; lazy directories and AddFile add to it
+	byNode   map[uint64]*lunNode // the same files by FUSE node ID (see readFile); lunsMu
 	root     *fs.Inode           // set by OnAdd, before the mount serves
 	done     chan struct{}       // closed when the serve loop has ended
 	dev      [2]uint32           // the mount's device (major, minor), once mounted
@@ -104,6 +105,7 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 		gid:      uint32(os.Getegid()),
 		start:    time.Now(),
 		luns:     make(map[string]*lunNode, len(entries)),
+		byNode:   make(map[uint64]*lunNode, len(entries)),
 		done:     make(chan struct{}),
 	}
 	root := &dirNode{node: node{m: m}, perm: 0o755}
@@ -122,6 +124,9 @@ func Mount(mountpoint string, entries []Entry, opts Options) (*Server, error) {
 	conn, err := newFuseConn(fd, ps, func(msg string, args ...any) { m.log.Warn(msg, args...) })
 	if conn != nil {
 		conn.pollAfterWrite = opts.PollAfterWrite
+		if !opts.Debug { // go-fuse logs every request it answers
+			conn.readFile = m.readFile
+		}
 	}
 	if err != nil {
 		_ = unmountFUSE(dir)
@@ -202,6 +207,10 @@ func (m *Server) fsOptions(opts Options) *fs.Options {
 			// requests. go-fuse only keeps the ones the kernel offers.
 			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_ASYNC_DIO,
 		},
+		// The kernel's node IDs are our inode numbers, which never
+		// change for a node's life: readFile finds a file by the node ID
+		// of a READ without asking go-fuse.
+		ExternalNodeID:  true,
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
@@ -325,7 +334,7 @@ func (m *Server) AddFile(p string, f File) error {
 		return fmt.Errorf("fusefs: add %s: the name is taken", p)
 	}
 	parent.AddChild(name, parent.NewPersistentInode(context.Background(), ln, fs.StableAttr{Mode: syscall.S_IFREG}), false)
-	m.luns[p] = ln
+	m.addLunLocked(p, ln)
 	m.lunsMu.Unlock()
 	m.forgetEntry(parent, name)
 	return nil
@@ -341,15 +350,34 @@ func (m *Server) RemoveFile(p string) error {
 	}
 	name := path.Base(p)
 	m.lunsMu.Lock()
-	if _, ok := m.luns[p]; !ok {
+	ln, ok := m.luns[p]
+	if !ok {
 		m.lunsMu.Unlock()
 		return fmt.Errorf("fusefs: remove %s: no such file in the mount", p)
 	}
 	delete(m.luns, p)
+	// Handles still open on it are served by go-fuse from now on.
+	delete(m.byNode, ln.StableAttr().Ino)
 	parent.RmChild(name)
 	m.lunsMu.Unlock()
 	m.forgetEntry(parent, name)
 	return nil
+}
+
+// addLunLocked registers a file just added to the tree; lunsMu is held.
+func (m *Server) addLunLocked(p string, ln *lunNode) {
+	m.luns[p] = ln
+	m.byNode[ln.StableAttr().Ino] = ln
+}
+
+// readFile returns the LUN or partition file whose FUSE node ID is id, or
+// nil (a directory, a status file, a file removed since): go-fuse then
+// answers the request.
+func (m *Server) readFile(id uint64) *lunNode {
+	m.lunsMu.RLock()
+	ln := m.byNode[id]
+	m.lunsMu.RUnlock()
+	return ln
 }
 
 // dirOf returns the directory inode that holds (or will hold) the file at p.

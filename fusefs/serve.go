@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,8 +33,9 @@ import (
 // socket: a goroutine waiting for a request is parked, not a thread in a
 // system call, so a FUSE request, the iSCSI command it becomes, its answer
 // and the reply can all run on one thread, goroutine to goroutine. go-fuse
-// still does all the protocol work: every request goes to a
-// fuse.ProtocolServer over the same node tree.
+// does the protocol work (a fuse.ProtocolServer over the same node tree) for
+// every request but the READs of LUN and partition files, which the loop
+// answers itself (readFast).
 
 const (
 	// fuseReadBufSize holds any request: a WRITE of maxRequestSize plus its
@@ -72,9 +74,14 @@ type fuseConn struct {
 	ps   *fuse.ProtocolServer
 	log  func(msg string, args ...any)
 
+	// readFile finds the file a READ is for, which the loop then answers
+	// itself (readFast); nil, or a nil result: go-fuse answers.
+	readFile  func(nodeID uint64) *lunNode
+	fastReads atomic.Int64 // READs answered by readFast (tests)
+
 	mu       sync.Mutex
 	readers  int                 // goroutines reading or about to read
-	inflight map[uint64]struct{} // uniques being handled
+	inflight map[uint64]*readCtx // uniques being handled; the context of a readFast, else nil
 	dead     bool                // the connection has gone (ENODEV)
 	initDone bool                // INIT is answered: more readers may start
 	loops    sync.WaitGroup
@@ -99,7 +106,7 @@ func newFuseConn(fd int, ps *fuse.ProtocolServer, logf func(string, ...any)) (*f
 		fd:       fd,
 		ps:       ps,
 		log:      logf,
-		inflight: make(map[uint64]struct{}),
+		inflight: make(map[uint64]*readCtx),
 		inited:   make(chan struct{}),
 	}
 	raw, err := c.file.SyscallConn()
@@ -161,7 +168,23 @@ func (c *fuseConn) loop() {
 		}
 		req := (*bufp)[:n]
 		unique, opcode := requestID(req)
-		c.inflight[unique] = struct{}{}
+		var (
+			fast        *lunNode
+			ctx         *readCtx
+			interrupted bool // an INTERRUPT for a readFast: answered here
+		)
+		switch {
+		case opcode == opRead && c.readFile != nil && len(req) >= int(unsafe.Sizeof(fuse.ReadIn{})):
+			if fast = c.readFile(nodeID(req)); fast != nil {
+				ctx = &readCtx{done: make(chan struct{})}
+			}
+		case opcode == opInterrupt && len(req) >= int(unsafe.Sizeof(fuse.InterruptIn{})):
+			if rc := c.inflight[(*fuse.InterruptIn)(unsafe.Pointer(&req[0])).Unique]; rc != nil {
+				rc.cancelLocked()
+				interrupted = true
+			}
+		}
+		c.inflight[unique] = ctx
 		// No second reader before INIT is answered: go-fuse's
 		// ProtocolServer keeps what INIT negotiated in plain fields that
 		// every later request reads, so INIT must happen before the go
@@ -173,7 +196,12 @@ func (c *fuseConn) loop() {
 		}
 		c.mu.Unlock()
 
-		c.handle(req, unique, opcode)
+		switch {
+		case fast != nil:
+			c.readFast(fast, req, unique, ctx)
+		case !interrupted:
+			c.handle(req, unique, opcode)
+		}
 		poll = c.pollAfterWrite > 0 && (opcode == opWrite || opcode == opFsync)
 
 		c.mu.Lock()
@@ -283,13 +311,7 @@ func (c *fuseConn) handle(req []byte, unique uint64, opcode uint32) {
 		}
 	}
 	if n > 0 {
-		if err := c.writeReply((*outp)[:n]); err != nil {
-			// ENOENT: the request was interrupted and the kernel has
-			// forgotten it; ENODEV: unmounted meanwhile.
-			if e := errnoOf(err); e != syscall.ENOENT && e != syscall.ENODEV {
-				c.log("writing a FUSE reply", "opcode", opcode, "err", err)
-			}
-		}
+		c.reply((*outp)[:n], opcode)
 	}
 	c.putOutBuf(outp)
 	if opcode == opInit {
@@ -297,6 +319,76 @@ func (c *fuseConn) handle(req []byte, unique uint64, opcode uint32) {
 		c.initDone = true
 		c.mu.Unlock()
 		c.initOnce.Do(func() { close(c.inited) })
+	}
+}
+
+// The loop answers READs of LUN and partition files itself: go-fuse's
+// ProtocolServer decodes the request, looks the node and the handle up under
+// its locks, builds a request context and a ReadResult, and encodes the
+// reply. Measured on 4 KiB O_DIRECT random reads that miss the cache (8 fio
+// jobs, tgtd): 28 µs of the daemon's CPU per read against 31-34 through
+// go-fuse. The read itself is the same (lunNode.readInto); the handle is not
+// needed (a lunHandle only says whether it may write).
+
+// readFast answers a READ of ln, with ctx as its context, which an INTERRUPT
+// for it cancels (loop).
+func (c *fuseConn) readFast(ln *lunNode, req []byte, unique uint64, ctx *readCtx) {
+	in := (*fuse.ReadIn)(unsafe.Pointer(&req[0]))
+	size := min(int(in.Size), maxRequestSize)
+	outp := c.outBuf(fuseOutHeaderSize + size)
+	out := *outp
+	got, errno := ln.readInto(ctx, out[fuseOutHeaderSize:fuseOutHeaderSize+size], int64(in.Offset))
+	n := fuseOutHeaderSize + got
+	if errno != 0 {
+		n = errorReply(out, unique, fuse.Status(errno))
+	} else {
+		binary.LittleEndian.PutUint32(out[0:], uint32(n))
+		binary.LittleEndian.PutUint32(out[4:], 0)
+		binary.LittleEndian.PutUint64(out[8:], unique)
+	}
+	c.fastReads.Add(1)
+	c.reply(out[:n], opRead)
+	c.putOutBuf(outp)
+}
+
+// readCtx is the context of a readFast: never a deadline, no values,
+// cancelled by an INTERRUPT for its request or by the connection's end.
+type readCtx struct {
+	done     chan struct{}
+	canceled atomic.Bool
+}
+
+func (r *readCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (r *readCtx) Done() <-chan struct{}       { return r.done }
+func (r *readCtx) Value(any) any               { return nil }
+
+func (r *readCtx) Err() error {
+	if r.canceled.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// cancelLocked cancels r once; the connection's mu is held.
+func (r *readCtx) cancelLocked() {
+	if !r.canceled.Swap(true) {
+		close(r.done)
+	}
+}
+
+// nodeID reads the node ID of a request (at least a header long).
+func nodeID(req []byte) uint64 {
+	return (*fuse.InHeader)(unsafe.Pointer(&req[0])).NodeId
+}
+
+// reply writes a reply; a request the kernel no longer waits for is no error.
+func (c *fuseConn) reply(b []byte, opcode uint32) {
+	if err := c.writeReply(b); err != nil {
+		// ENOENT: the request was interrupted and the kernel has
+		// forgotten it; ENODEV: unmounted meanwhile.
+		if e := errnoOf(err); e != syscall.ENOENT && e != syscall.ENODEV {
+			c.log("writing a FUSE reply", "opcode", opcode, "err", err)
+		}
 	}
 }
 
@@ -317,7 +409,11 @@ func (c *fuseConn) writeReply(b []byte) error {
 // unmounted by force) nobody waits for their replies, and a request stuck on
 // an unreachable target must not keep the daemon from exiting.
 func (c *fuseConn) cancelInflightLocked() {
-	for unique := range c.inflight {
+	for unique, ctx := range c.inflight {
+		if ctx != nil {
+			ctx.cancelLocked()
+			continue
+		}
 		var msg [int(unsafe.Sizeof(fuse.InHeader{})) + 8]byte
 		h := (*fuse.InHeader)(unsafe.Pointer(&msg[0]))
 		h.Length = uint32(len(msg))

@@ -129,6 +129,9 @@ func TestAbortCancelsRequests(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the serve loop did not end after the abort")
 	}
+	if m.server.fastReads.Load() == 0 {
+		t.Error("the read was not answered by the loop itself (readFast): its cancellation was not tested")
+	}
 	// The aborted mount stays in place, dead, until it is unmounted:
 	// Unmount takes it away.
 	if err := m.Unmount(); err != nil {

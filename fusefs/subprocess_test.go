@@ -185,7 +185,7 @@ func TestInterrupt(t *testing.T) {
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			f := &blockingFile{entered: make(chan string, 1), release: make(chan struct{}), cancelled: make(chan bool, 1)}
-			_, dir := mountT(t, []Entry{{Path: "lun0", File: &hookedFile{memFile: newMemFile(mib, 31), before: f.wait}}}, Options{})
+			m, dir := mountT(t, []Entry{{Path: "lun0", File: &hookedFile{memFile: newMemFile(mib, 31), before: f.wait}}}, Options{})
 			cmd, out := startHelper(t, c.mode, filepath.Join(dir, "lun0"))
 			if !out.Scan() {
 				t.Fatalf("helper printed nothing: %v", out.Err())
@@ -220,6 +220,11 @@ func TestInterrupt(t *testing.T) {
 				t.Errorf("helper's %s returned %q, want %q", c.mode, out.Text(), c.wantResult)
 			}
 			cmd.Wait()
+			// The loop answers reads itself (readFast): its INTERRUPT
+			// handling is what this tested.
+			if fast := m.server.fastReads.Load(); (fast > 0) != (c.mode == "read") {
+				t.Errorf("%d reads answered by the loop itself during the %s", fast, c.mode)
+			}
 		})
 	}
 }

@@ -144,7 +144,7 @@ func (m *Server) addEntries(ctx context.Context, base *fs.Inode, basePath string
 		ln := &lunNode{node: node{m: m}, path: full, file: e.File}
 		parent := mkdirAll(ctx, m, dirs, path.Dir(e.Path))
 		parent.AddChild(path.Base(e.Path), parent.NewPersistentInode(ctx, ln, fs.StableAttr{Mode: syscall.S_IFREG}), false)
-		m.luns[full] = ln
+		m.addLunLocked(full, ln)
 	}
 	return dirs
 }
