@@ -364,6 +364,35 @@ func (m *Server) RemoveFile(p string) error {
 	return nil
 }
 
+// ServeStats counts what the serving loop has done since the mount.
+type ServeStats struct {
+	Requests int64 `json:"requests"` // read from the kernel
+	// ReadsByLoop are the READs of LUN and partition files the loop
+	// answered itself, without go-fuse's ProtocolServer.
+	ReadsByLoop int64 `json:"reads_answered_by_loop"`
+	// TakenAfterReply were read right after a reply, while other requests
+	// were in flight, without waiting in the netpoller.
+	TakenAfterReply int64 `json:"taken_after_reply"`
+	// ReadWhilePolling came while the loop polled after a WRITE or FSYNC
+	// (Options.PollAfterWrite).
+	ReadWhilePolling int64 `json:"read_while_polling"`
+}
+
+// ServeStats returns the serving loop's counters (zero before Mount has
+// returned).
+func (m *Server) ServeStats() ServeStats {
+	c := m.server
+	if c == nil {
+		return ServeStats{}
+	}
+	return ServeStats{
+		Requests:         c.requests.Load(),
+		ReadsByLoop:      c.fastReads.Load(),
+		TakenAfterReply:  c.grabbed.Load(),
+		ReadWhilePolling: c.polled.Load(),
+	}
+}
+
 // addLunLocked registers a file just added to the tree; lunsMu is held.
 func (m *Server) addLunLocked(p string, ln *lunNode) {
 	m.luns[p] = ln

@@ -93,7 +93,9 @@ type fuseConn struct {
 	outBufs  [6]sync.Pool // by size class, see outBuf
 
 	pollAfterWrite time.Duration // Options.PollAfterWrite
-	polled         atomic.Int64  // requests read while polling (tests)
+	requests       atomic.Int64  // requests read (ServeStats)
+	polled         atomic.Int64  // requests read while polling
+	grabbed        atomic.Int64  // requests read at once after a reply
 }
 
 func newFuseConn(fd int, ps *fuse.ProtocolServer, logf func(string, ...any)) (*fuseConn, error) {
@@ -142,8 +144,9 @@ func (c *fuseConn) loop() {
 	bufp := c.readBufs.Get().(*[]byte)
 	defer c.readBufs.Put(bufp)
 	poll := false // the request just handled was a WRITE or FSYNC
+	busy := false // other requests were in flight when it was answered
 	for {
-		n, err := c.readRequest(*bufp, poll)
+		n, err := c.readRequest(*bufp, poll, busy)
 		if err == nil && n == 0 {
 			err = io.ErrUnexpectedEOF // /dev/fuse never reads empty; do not spin on it
 		}
@@ -166,6 +169,7 @@ func (c *fuseConn) loop() {
 			c.mu.Unlock()
 			return
 		}
+		c.requests.Add(1)
 		req := (*bufp)[:n]
 		unique, opcode := requestID(req)
 		var (
@@ -210,6 +214,7 @@ func (c *fuseConn) loop() {
 			c.mu.Unlock()
 			return
 		}
+		busy = len(c.inflight) > 0
 		c.readers++
 		c.mu.Unlock()
 	}
@@ -220,10 +225,20 @@ func (c *fuseConn) loop() {
 // deep sleep, and sysmon then polls every 20 µs for a while; on a virtual
 // machine those timer wake-ups cost as much CPU as the requests. With poll,
 // it first polls for pollAfterWrite (see there).
-func (c *fuseConn) readRequest(buf []byte, poll bool) (int, error) {
+func (c *fuseConn) readRequest(buf []byte, poll, busy bool) (int, error) {
 	if poll {
 		if n, ok, err := c.pollRequest(buf); ok {
 			return n, err
+		}
+	} else if busy {
+		// Requests from other threads are coming in: one may be queued
+		// already. Taking it now saves the hand-over to the goroutine
+		// waiting in the netpoller (and that one's wake-up, which with
+		// the P busy waits for the run queue to empty). At queue depth 1
+		// nothing is queued after a reply, so there is no try.
+		if r, e := rawRead(uintptr(c.fd), buf); e == 0 {
+			c.grabbed.Add(1)
+			return r, nil
 		}
 	}
 	var (

@@ -165,6 +165,11 @@ func (ml *mountLab) testSHA256(t *testing.T) {
 			t.Errorf("lun%d: sha256 %s through the mount, %s in the backing file", ml.lun(role), got, want)
 		}
 	}
+	// Those reads were answered by the serving loop itself, not go-fuse:
+	// this is that path's check against a real target.
+	if sv := ml.main.status(t).Serving; sv.ReadsByLoop == 0 || sv.Requests < sv.ReadsByLoop {
+		t.Errorf("status.json serving: %d reads answered by the loop of %d requests; want some", sv.ReadsByLoop, sv.Requests)
+	}
 }
 
 // testStatusFiles: stats.json counts device reads (nothing for a re-read of
@@ -1135,7 +1140,11 @@ func (m *mountProc) stats(t testing.TB) map[string]fileStatsJSON {
 type statusJSON struct {
 	PID      int  `json:"pid"`
 	ReadOnly bool `json:"read_only"`
-	Targets  []struct {
+	Serving  struct {
+		Requests    int64 `json:"requests"`
+		ReadsByLoop int64 `json:"reads_answered_by_loop"`
+	} `json:"serving"`
+	Targets []struct {
 		Target string `json:"target"`
 		Portal string `json:"portal"`
 		State  string `json:"state"`

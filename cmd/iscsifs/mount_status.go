@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iscsifs/iscsifs/cache"
+	"github.com/iscsifs/iscsifs/fusefs"
 	"github.com/iscsifs/iscsifs/initiator"
 	"github.com/iscsifs/iscsifs/partition"
 )
@@ -175,11 +176,12 @@ func ratesBetween(a, b rateSample) rates {
 
 // mountStatus is status.json: what the mount is connected to.
 type mountStatus struct {
-	PID        int            `json:"pid"`        // of the daemon serving the mount
-	URL        string         `json:"url"`        // without secrets
-	Mountpoint string         `json:"mountpoint"` // absolute
-	ReadOnly   bool           `json:"read_only"`  // --read-only
-	Targets    []targetStatus `json:"targets"`
+	PID        int               `json:"pid"`        // of the daemon serving the mount
+	URL        string            `json:"url"`        // without secrets
+	Mountpoint string            `json:"mountpoint"` // absolute
+	ReadOnly   bool              `json:"read_only"`  // --read-only
+	Serving    fusefs.ServeStats `json:"serving"`    // the FUSE request loop
+	Targets    []targetStatus    `json:"targets"`
 }
 
 type targetStatus struct {
@@ -283,6 +285,7 @@ func (m *mounted) status() mountStatus {
 	out := mountStatus{PID: os.Getpid(), URL: m.url.String(), ReadOnly: m.readOnly, Targets: make([]targetStatus, 0, len(sessions)+len(pending))}
 	if srv := m.srv.Load(); srv != nil {
 		out.Mountpoint = srv.Dir()
+		out.Serving = srv.ServeStats()
 	}
 	for _, s := range sessions {
 		st := s.Stats()

@@ -133,6 +133,9 @@ func printStatus(w io.Writer, st mountStatus, stats mountStats) {
 			}
 		}
 	}
+	v := st.Serving
+	fmt.Fprintf(w, "FUSE requests: %d, reads answered by the loop %d, taken right after a reply %d, read while polling after a write %d\n",
+		v.Requests, v.ReadsByLoop, v.TakenAfterReply, v.ReadWhilePolling)
 }
 
 // human prints a byte count with a binary unit.
