@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -382,6 +384,39 @@ func TestPollAfterWrite(t *testing.T) {
 			}
 			if polled := m.server.polled.Load(); (polled > 0) != tt.polled {
 				t.Errorf("%d requests read while polling, want some: %v", polled, tt.polled)
+			}
+		})
+	}
+}
+
+// TestReadPaths reads the same ranges through the loop's own READ path and,
+// with Debug (go-fuse logs each request it answers, so the loop leaves READs
+// to it), through go-fuse: the same bytes, the end of the file included, and
+// the counter says which path answered.
+func TestReadPaths(t *testing.T) {
+	const size = 3*mib + 777
+	for _, debug := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debug=%v", debug), func(t *testing.T) {
+			f := newMemFile(size, 41)
+			m, dir := mountT(t, []Entry{{Path: "lun0", File: f}}, Options{Debug: debug})
+			model := f.snapshot()
+			fh, err := os.Open(filepath.Join(dir, "lun0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fh.Close()
+			for _, r := range []struct{ off, n int64 }{
+				{0, 4096}, {1, 1}, {mib - 3, 4099}, {0, mib}, {size - 100, 4096}, {size, 10}, {size + 4096, 1},
+			} {
+				buf := make([]byte, r.n)
+				got, err := fh.ReadAt(buf, r.off)
+				want := max(0, min(r.n, size-r.off))
+				if int64(got) != want || (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(buf[:got], model[min(r.off, size):min(r.off, size)+want]) {
+					t.Errorf("read %d at %d: %d bytes, %v; want %d bytes of the file", r.n, r.off, got, err, want)
+				}
+			}
+			if fast := m.server.fastReads.Load(); (fast > 0) == debug {
+				t.Errorf("%d reads answered by the loop itself with Debug %v", fast, debug)
 			}
 		})
 	}
