@@ -320,8 +320,11 @@ func (p *mountPlan) execute(ready *readiness) error {
 	}
 	held := p.serve(signals, m, srv, ready)
 	err = m.close()
-	if held != nil {
-		return errors.Join(held, err)
+	switch {
+	case held != nil && err != nil:
+		return fmt.Errorf("%w; %w", held, err) // one line, both causes
+	case held != nil:
+		return held
 	}
 	return err
 }
