@@ -352,7 +352,7 @@ func (c *fuseConn) readFast(ln *lunNode, req []byte, unique uint64, ctx *readCtx
 	size := min(int(in.Size), maxRequestSize)
 	outp := c.outBuf(fuseOutHeaderSize + size)
 	out := *outp
-	got, errno := ln.readInto(ctx, out[fuseOutHeaderSize:fuseOutHeaderSize+size], int64(in.Offset))
+	got, errno := c.readRecovering(ln, ctx, out[fuseOutHeaderSize:fuseOutHeaderSize+size], int64(in.Offset))
 	n := fuseOutHeaderSize + got
 	if errno != 0 {
 		n = errorReply(out, unique, fuse.Status(errno))
@@ -364,6 +364,21 @@ func (c *fuseConn) readFast(ln *lunNode, req []byte, unique uint64, ctx *readCtx
 	c.fastReads.Add(1)
 	c.reply(out[:n], opRead)
 	c.putOutBuf(outp)
+}
+
+// readRecovering is lunNode.readInto, with a panic below turned into EIO
+// and logged with its stack, as go-fuse's ProtocolServer does for the
+// requests it answers: one broken read must not take the mount down.
+func (c *fuseConn) readRecovering(ln *lunNode, ctx *readCtx, dest []byte, off int64) (got int, errno syscall.Errno) {
+	defer func() {
+		if r := recover(); r != nil {
+			stack := make([]byte, 64<<10)
+			stack = stack[:runtime.Stack(stack, false)]
+			c.log("panic in a READ", "path", ln.path, "panic", r, "stack", string(stack))
+			got, errno = 0, syscall.EIO
+		}
+	}()
+	return ln.readInto(ctx, dest, off)
 }
 
 // readCtx is the context of a readFast: never a deadline, no values,

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -419,5 +420,34 @@ func TestReadPaths(t *testing.T) {
 				t.Errorf("%d reads answered by the loop itself with Debug %v", fast, debug)
 			}
 		})
+	}
+}
+
+// TestReadPanicIsEIO: a File that panics in a read answered by the loop
+// itself gives that read EIO, and the mount keeps serving (go-fuse recovers
+// the same way for the requests it answers).
+func TestReadPanicIsEIO(t *testing.T) {
+	var panics atomic.Int32
+	f := &hookedFile{memFile: newMemFile(1<<20, 5), before: func(ctx context.Context, op string) error {
+		if op == "read" && panics.Add(1) == 1 {
+			panic("a broken File")
+		}
+		return nil
+	}}
+	m, dir := mountT(t, []Entry{{Path: "lun", File: f}}, Options{})
+	fh, err := os.Open(filepath.Join(dir, "lun"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	buf := make([]byte, 4096)
+	if _, err := fh.ReadAt(buf, 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read that panicked: %v, want EIO", err)
+	}
+	if n, err := fh.ReadAt(buf, 4096); n != len(buf) || err != nil || !bytes.Equal(buf, f.snapshot()[4096:8192]) {
+		t.Errorf("the next read: %d, %v", n, err)
+	}
+	if m.server.fastReads.Load() == 0 {
+		t.Error("the reads did not go through the loop's own READ path")
 	}
 }
