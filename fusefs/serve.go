@@ -79,11 +79,13 @@ type fuseConn struct {
 	readFile  func(nodeID uint64) *lunNode
 	fastReads atomic.Int64 // READs answered by readFast (tests)
 
-	mu       sync.Mutex
-	readers  int                 // goroutines reading or about to read
-	inflight map[uint64]*readCtx // uniques being handled; the context of a readFast, else nil
-	dead     bool                // the connection has gone (ENODEV)
-	initDone bool                // INIT is answered: more readers may start
+	mu      sync.Mutex
+	readers int // goroutines reading or about to read
+	// inflight holds the uniques being handled, with the cancel function
+	// of a readFast's context (nil for go-fuse's requests).
+	inflight map[uint64]context.CancelFunc
+	dead     bool // the connection has gone (ENODEV)
+	initDone bool // INIT is answered: more readers may start
 	loops    sync.WaitGroup
 
 	inited   chan struct{} // closed once INIT is answered
@@ -108,7 +110,7 @@ func newFuseConn(fd int, ps *fuse.ProtocolServer, logf func(string, ...any)) (*f
 		fd:       fd,
 		ps:       ps,
 		log:      logf,
-		inflight: make(map[uint64]*readCtx),
+		inflight: make(map[uint64]context.CancelFunc),
 		inited:   make(chan struct{}),
 	}
 	raw, err := c.file.SyscallConn()
@@ -174,21 +176,22 @@ func (c *fuseConn) loop() {
 		unique, opcode := requestID(req)
 		var (
 			fast        *lunNode
-			ctx         *readCtx
+			ctx         context.Context
+			cancel      context.CancelFunc
 			interrupted bool // an INTERRUPT for a readFast: answered here
 		)
 		switch {
 		case opcode == opRead && c.readFile != nil && len(req) >= int(unsafe.Sizeof(fuse.ReadIn{})):
 			if fast = c.readFile(nodeID(req)); fast != nil {
-				ctx = &readCtx{done: make(chan struct{})}
+				ctx, cancel = context.WithCancel(context.Background())
 			}
 		case opcode == opInterrupt && len(req) >= int(unsafe.Sizeof(fuse.InterruptIn{})):
-			if rc := c.inflight[(*fuse.InterruptIn)(unsafe.Pointer(&req[0])).Unique]; rc != nil {
-				rc.cancelLocked()
+			if cancelRead := c.inflight[(*fuse.InterruptIn)(unsafe.Pointer(&req[0])).Unique]; cancelRead != nil {
+				cancelRead()
 				interrupted = true
 			}
 		}
-		c.inflight[unique] = ctx
+		c.inflight[unique] = cancel
 		// No second reader before INIT is answered: go-fuse's
 		// ProtocolServer keeps what INIT negotiated in plain fields that
 		// every later request reads, so INIT must happen before the go
@@ -203,6 +206,7 @@ func (c *fuseConn) loop() {
 		switch {
 		case fast != nil:
 			c.readFast(fast, req, unique, ctx)
+			cancel()
 		case !interrupted:
 			c.handle(req, unique, opcode)
 		}
@@ -346,8 +350,8 @@ func (c *fuseConn) handle(req []byte, unique uint64, opcode uint32) {
 // needed (a lunHandle only says whether it may write).
 
 // readFast answers a READ of ln, with ctx as its context, which an INTERRUPT
-// for it cancels (loop).
-func (c *fuseConn) readFast(ln *lunNode, req []byte, unique uint64, ctx *readCtx) {
+// for it or the connection's end cancels (loop).
+func (c *fuseConn) readFast(ln *lunNode, req []byte, unique uint64, ctx context.Context) {
 	in := (*fuse.ReadIn)(unsafe.Pointer(&req[0]))
 	size := min(int(in.Size), maxRequestSize)
 	outp := c.outBuf(fuseOutHeaderSize + size)
@@ -357,9 +361,7 @@ func (c *fuseConn) readFast(ln *lunNode, req []byte, unique uint64, ctx *readCtx
 	if errno != 0 {
 		n = errorReply(out, unique, fuse.Status(errno))
 	} else {
-		binary.LittleEndian.PutUint32(out[0:], uint32(n))
-		binary.LittleEndian.PutUint32(out[4:], 0)
-		binary.LittleEndian.PutUint64(out[8:], unique)
+		putOutHeader(out, n, unique, fuse.OK)
 	}
 	c.fastReads.Add(1)
 	c.reply(out[:n], opRead)
@@ -369,7 +371,7 @@ func (c *fuseConn) readFast(ln *lunNode, req []byte, unique uint64, ctx *readCtx
 // readRecovering is lunNode.readInto, with a panic below turned into EIO
 // and logged with its stack, as go-fuse's ProtocolServer does for the
 // requests it answers: one broken read must not take the mount down.
-func (c *fuseConn) readRecovering(ln *lunNode, ctx *readCtx, dest []byte, off int64) (got int, errno syscall.Errno) {
+func (c *fuseConn) readRecovering(ln *lunNode, ctx context.Context, dest []byte, off int64) (got int, errno syscall.Errno) {
 	defer func() {
 		if r := recover(); r != nil {
 			stack := make([]byte, 64<<10)
@@ -379,31 +381,6 @@ func (c *fuseConn) readRecovering(ln *lunNode, ctx *readCtx, dest []byte, off in
 		}
 	}()
 	return ln.readInto(ctx, dest, off)
-}
-
-// readCtx is the context of a readFast: never a deadline, no values,
-// cancelled by an INTERRUPT for its request or by the connection's end.
-type readCtx struct {
-	done     chan struct{}
-	canceled atomic.Bool
-}
-
-func (r *readCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (r *readCtx) Done() <-chan struct{}       { return r.done }
-func (r *readCtx) Value(any) any               { return nil }
-
-func (r *readCtx) Err() error {
-	if r.canceled.Load() {
-		return context.Canceled
-	}
-	return nil
-}
-
-// cancelLocked cancels r once; the connection's mu is held.
-func (r *readCtx) cancelLocked() {
-	if !r.canceled.Swap(true) {
-		close(r.done)
-	}
 }
 
 // nodeID reads the node ID of a request (at least a header long).
@@ -439,9 +416,9 @@ func (c *fuseConn) writeReply(b []byte) error {
 // unmounted by force) nobody waits for their replies, and a request stuck on
 // an unreachable target must not keep the daemon from exiting.
 func (c *fuseConn) cancelInflightLocked() {
-	for unique, ctx := range c.inflight {
-		if ctx != nil {
-			ctx.cancelLocked()
+	for unique, cancel := range c.inflight {
+		if cancel != nil {
+			cancel()
 			continue
 		}
 		var msg [int(unsafe.Sizeof(fuse.InHeader{})) + 8]byte
@@ -457,10 +434,16 @@ func (c *fuseConn) cancelInflightLocked() {
 // errorReply writes a reply carrying only status into out and returns its
 // length.
 func errorReply(out []byte, unique uint64, status fuse.Status) int {
-	binary.LittleEndian.PutUint32(out[0:], fuseOutHeaderSize)
+	putOutHeader(out, fuseOutHeaderSize, unique, status)
+	return fuseOutHeaderSize
+}
+
+// putOutHeader writes struct fuse_out_header: the reply's length, the
+// status as a negative errno, the request's unique.
+func putOutHeader(out []byte, length int, unique uint64, status fuse.Status) {
+	binary.LittleEndian.PutUint32(out[0:], uint32(length))
 	binary.LittleEndian.PutUint32(out[4:], uint32(-int32(status)))
 	binary.LittleEndian.PutUint64(out[8:], unique)
-	return fuseOutHeaderSize
 }
 
 // requestID reads the unique and the opcode of a request (the kernel never
