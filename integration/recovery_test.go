@@ -7,6 +7,7 @@ package integration
 // away, and serve again when it is back, without remounting.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -15,7 +16,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -648,5 +652,111 @@ func TestRecoveryMountResize(t *testing.T) {
 	want, _ = os.ReadFile(backing)
 	if len(got) != size || !bytes.Equal(got, want) {
 		t.Fatalf("read %d bytes after shrinking, differ from the backing file at %d", len(got), firstDiff(got, want))
+	}
+}
+
+// preadHelperEnv makes the test binary a helper (TestMain): it prints its
+// thread id, does one 4 KiB pread at the offset the variable gives on the
+// file named last on its command line, on that thread, and prints the
+// result ("errno N" or "n N"). SIGUSR1 is handled, so a signal interrupts
+// the read instead of killing the helper.
+const preadHelperEnv = "ISCSIFS_INTEGRATION_PREAD_HELPER"
+
+func preadHelper(offset, path string) int {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGUSR1)
+	runtime.LockOSThread()
+	off, err := strconv.ParseInt(offset, 10, 64)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fd, err := syscall.Open(path, syscall.O_RDONLY, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Printf("tid %d\n", syscall.Gettid())
+	n, err := syscall.Pread(fd, make([]byte, 4096), off)
+	if errno, ok := err.(syscall.Errno); ok {
+		fmt.Printf("errno %d\n", int(errno))
+	} else {
+		fmt.Printf("n %d\n", n)
+	}
+	return 0
+}
+
+// TestMountReadInterrupted: a read through the mount waits for a frozen
+// tgtd (timeouts far away); a signal to the reading thread makes the kernel
+// send INTERRUPT, and the read fails with EINTR at once, its context
+// cancelled down to the session. After SIGCONT the mount reads correctly.
+func TestMountReadInterrupted(t *testing.T) {
+	const size = 16 << 20
+	tg := recovTarget(t, size)
+	backing, err := os.ReadFile(tg.BackingFile(recovIQN, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := startRecovMount(t, tg.URL(recovIQN, 1), "--replacement-timeout", "60s", "--timeout", "60s",
+		"--cache-size", "4MiB", "--readahead", "0", "--keepalive", "0")
+	tg.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			tg.Resume()
+		}
+	}()
+	helper := exec.Command(os.Args[0], "-test.run=^$", m.path("lun1"))
+	helper.Env = append(os.Environ(), preadHelperEnv+"="+strconv.Itoa(5<<20))
+	helper.Stderr = os.Stderr
+	stdout, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { helper.Process.Kill(); helper.Wait() }()
+	out := bufio.NewScanner(stdout)
+	if !out.Scan() {
+		t.Fatalf("helper printed nothing: %v", out.Err())
+	}
+	tid, err := strconv.Atoi(strings.TrimPrefix(out.Text(), "tid "))
+	if err != nil {
+		t.Fatalf("helper printed %q", out.Text())
+	}
+	time.Sleep(500 * time.Millisecond) // the pread is now waiting for tgtd
+	lines := make(chan string, 1)
+	go func() {
+		out.Scan()
+		lines <- out.Text()
+	}()
+	select {
+	case l := <-lines:
+		t.Fatalf("the read ended before the signal, with the target frozen: %q", l)
+	default:
+	}
+	start := time.Now()
+	if err := syscall.Tgkill(helper.Process.Pid, tid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-lines:
+		if want := fmt.Sprintf("errno %d", int(syscall.EINTR)); l != want {
+			t.Errorf("the interrupted read: %q, want %q", l, want)
+		}
+		t.Logf("interrupted after %v", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read was not interrupted within 10 s")
+	}
+	tg.Resume()
+	resumed = true
+	f, err := os.Open(m.path("lun1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 5<<20); err != nil || !bytes.Equal(buf, backing[5<<20:5<<20+4096]) {
+		t.Errorf("read after SIGCONT: %v (or wrong data)", err)
 	}
 }
